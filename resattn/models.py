@@ -1,0 +1,66 @@
+"""timm registration: one ``@register_model`` entry point and one default cfg per row of VARIANTS.
+
+The entry points are generated from the table (no function per depth is written by hand); each is a
+real module-level function, so timm's registry, ``list_models("resattn*")`` and ``pretrained_cfg``
+(including ``pretrained_cfg_overlay=dict(file=...)`` for local weights) work as for timm's own models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from resattn.net import ResidualAttentionNet
+from resattn.variants import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantSpec
+
+
+def _default_cfg(spec: VariantSpec) -> dict[str, Any]:
+    imagenet = spec.family == "imagenet"
+    size = spec.input_size[-1]
+    return dict(
+        url="",
+        num_classes=spec.num_classes,
+        input_size=spec.input_size,
+        pool_size=(-(-size // 32),) * 2 if imagenet else (size // 4,) * 2,
+        crop_pct=0.875 if imagenet else 1.0,
+        interpolation="bilinear",
+        mean=IMAGENET_MEAN if imagenet else CIFAR_MEAN,
+        std=IMAGENET_STD if imagenet else CIFAR_STD,
+        first_conv="stem.conv",
+        classifier="head.fc",
+        license="apache-2.0",
+        paper_ids="arXiv:1704.06904",
+        paper_name="Residual Attention Network for Image Classification",
+    )
+
+
+default_cfgs = generate_default_cfgs({name: _default_cfg(spec) for name, spec in VARIANTS.items()})
+
+
+def create_resattn(variant: str, pretrained: bool = False, **kwargs: Any) -> ResidualAttentionNet:
+    """Build a registered variant through timm's builder (pretrained cfg, features_only, overlays)."""
+    out_indices = kwargs.pop("out_indices", tuple(range(len(VARIANTS[variant].stages) + 1)))
+    return build_model_with_cfg(
+        partial(ResidualAttentionNet, variant),
+        variant,
+        pretrained,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _entry_point(name: str) -> Callable[..., ResidualAttentionNet]:
+    def entry(pretrained: bool = False, **kwargs: Any) -> ResidualAttentionNet:
+        return create_resattn(name, pretrained, **kwargs)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__module__ = __name__
+    entry.__doc__ = f"{name}: trunk depth {VARIANTS[name].depth}, {VARIANTS[name].family} layout."
+    return entry
+
+
+for _name in VARIANTS:
+    globals()[_name] = register_model(_entry_point(_name))
