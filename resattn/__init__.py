@@ -3,12 +3,11 @@
 Importing the package registers every variant with timm (``timm.create_model("resattn56")``).
 """
 
+from resattn import models  # noqa: F401  (registers the variants with timm)
 from resattn.attention import AttentionModule
 from resattn.mask import MaskActivation, SoftMaskBranch
 from resattn.net import ResidualAttentionNet
 from resattn.variants import VARIANTS, StageSpec, VariantSpec, get_variant, list_variants
-
-from resattn import models  # noqa: E402,F401  (registers the variants with timm)
 
 __all__ = [
     "VARIANTS",

@@ -44,6 +44,8 @@ class MaskActivation(nn.Module):
     - ``channel`` (f2): L2-normalise the C-vector at each position, values in [-1, 1].
     - ``spatial`` (f3): standardise each channel map by its own per-sample mean and std over H x W,
       then sigmoid.
+
+    ``eps`` is added under the square roots: ``x / sqrt(|x|^2 + eps)`` and ``(x - mean) / sqrt(var + eps)``.
     """
 
     def __init__(self, mask_type: str = "mixed", eps: float = 1e-5) -> None:
@@ -60,10 +62,10 @@ class MaskActivation(nn.Module):
         if self.mask_type == "mixed":
             return torch.sigmoid(x)
         if self.mask_type == "channel":
-            return x / (torch.linalg.vector_norm(x, dim=1, keepdim=True) + self.eps)
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        std = x.std(dim=(2, 3), keepdim=True, correction=0)
-        return torch.sigmoid((x - mean) / (std + self.eps))
+            # eps inside the square root keeps the gradient bounded where x is ~0 everywhere
+            return x * torch.rsqrt(x.pow(2).sum(dim=1, keepdim=True) + self.eps)
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        return torch.sigmoid((x - mean) * torch.rsqrt(var + self.eps))
 
 
 class MaskTail(nn.Sequential):

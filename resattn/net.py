@@ -142,6 +142,7 @@ class ResidualAttentionNet(nn.Module):
         if global_pool != "avg":
             raise ValueError(f"unsupported global_pool {global_pool!r}; accepted: ['avg']")
         self.spec = spec
+        self.mask_structure = mask_structure
         self.num_classes = spec.num_classes if num_classes is None else num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
@@ -163,7 +164,9 @@ class ResidualAttentionNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         # Pre-activation nets end on a raw residual sum, so they need a last BN-ReLU (PAPER.md §3.2).
         self.norm = BNReLU(channels) if preactivation else nn.Identity()
-        self.feature_info[-1]["module"] = "norm"
+        # timm's features_only (flatten_sequential) flattens the BNReLU Sequential into norm_0/norm_1, so the
+        # last feature is taken at the ReLU, "norm.1"; an Identity norm stays "norm".
+        self.feature_info[-1]["module"] = "norm.1" if preactivation else "norm"
         self.num_features = self.head_hidden_size = channels
         self.head = ClassifierHead(channels, self.num_classes, drop_rate)
         self.grad_checkpointing = False
@@ -192,7 +195,8 @@ class ResidualAttentionNet(nn.Module):
         for stage in self.spec.stages:
             size = (size - 1) // stage.stride + 1
             pooled = size
-            for _ in range(stage.mask_pools if stage.num_modules else 0):
+            pools = stage.mask_pools if stage.num_modules and self.mask_structure == "hourglass" else 0
+            for _ in range(pools):
                 if pooled < 2:
                     return False
                 pooled = pooled_size(pooled)
@@ -257,9 +261,7 @@ class ResidualAttentionNet(nn.Module):
         """
         masks: dict[str, torch.Tensor] = {}
         handles = [
-            module.mask.register_forward_hook(
-                lambda _mod, _inp, out, key=name: masks.__setitem__(key, out.detach())
-            )
+            module.mask.register_forward_hook(lambda _mod, _inp, out, key=name: masks.__setitem__(key, out.detach()))
             for name, module in self.attention_modules()
         ]
         try:
