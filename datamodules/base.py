@@ -1,0 +1,218 @@
+"""Shared LightningDataModule machinery: config validation, deterministic splits and subsets, DataLoaders.
+
+Split policy (DESIGN.md): the validation split used for model selection is carved deterministically from the
+TRAINING set (``val_fraction``, ``split_seed``); the test split is only served by ``test_dataloader``. PAPER.md §7
+item 17 is the counter-example this avoids (a port that selects its model on the test set).
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+MODEL_FAMILIES = ("cifar", "imagenet")
+
+
+class TensorImageDataset(Dataset):
+    """In-memory uint8 images ``(N, C, H, W)`` with integer labels; an item is a ``(C, H, W)`` uint8 tensor."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images = images
+        self.labels = labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+class TransformedSubset(Dataset):
+    """``indices`` into ``dataset`` with this split's own transform (train and val share one decoded dataset)."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: Callable[[Any], Any]) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image, label = self.dataset[self.indices[index]]
+        return self.transform(image), label
+
+
+def seeded_order(n: int, seed: int) -> list[int]:
+    """A permutation of ``range(n)`` that depends only on ``n`` and ``seed``."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministically split ``range(n)`` into ``(kept, carved)``, carving ``round(n * fraction)`` (at least 1).
+
+    Both lists are in the seeded random order, so taking a prefix gives a class-balanced random subset.
+    """
+    order = seeded_order(n, seed)
+    carved = min(n, max(1, round(n * fraction))) if fraction > 0 else 0
+    return order[carved:], order[:carved]
+
+
+def pixel_moments(images: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel E[x] and E[x^2] (float64, x in [0, 1]) of uint8 ``images[indices]``, in bounded-memory chunks."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for chunk in torch.tensor(indices, dtype=torch.long).split(4096):
+        pixels = images[chunk].double() / 255.0
+        total += pixels.sum(0)
+        total_sq += pixels.square().sum(0)
+    count = max(1, len(indices))
+    return total / count, total_sq / count
+
+
+def _limit(indices: list[int], limit: int | None) -> list[int]:
+    """The first ``limit`` of ``indices`` (all when None), sorted for sequential reads."""
+    return sorted(indices if limit is None else indices[:limit])
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class of every resattn datamodule: validation, splits, subsets and DataLoaders.
+
+    Subclasses implement ``_load`` (returns the training pool, the test set and the class names, as
+    undecoded datasets whose items go through ``train_transform()`` / ``eval_transform()``), set ``mean`` and
+    ``std`` in ``__init__``, and may override ``_fit_statistics`` (normalisation computed on the training split).
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        num_classes: int,
+        in_chans: int,
+        image_size: int,
+        model_family: str,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if model_family not in MODEL_FAMILIES:
+            raise ValueError(f"model_family must be one of {MODEL_FAMILIES}, got {model_family!r}")
+        minimums = {
+            "num_classes": (num_classes, 1),
+            "in_chans": (in_chans, 1),
+            "image_size": (image_size, 1),
+            "batch_size": (batch_size, 1),
+            "eval_batch_size": (eval_batch_size, 1),
+            "num_workers": (num_workers, 0),
+            "max_train_samples": (max_train_samples, 1),
+            "max_eval_samples": (max_eval_samples, 1),
+        }
+        for name, (value, minimum) in minimums.items():
+            if value is not None and value < minimum:
+                raise ValueError(f"{name} must be >= {minimum} (or null where allowed), got {value}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.root = root
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.image_size = image_size
+        self.model_family = model_family
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.class_names: list[str] = []
+        self.train_set: TransformedSubset | None = None
+        self.val_set: TransformedSubset | None = None
+        self.test_set: TransformedSubset | None = None
+
+    # ---- subclass hooks -------------------------------------------------------------------------------------
+    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+        """Return ``(training pool, test set, class names)``; raise FileNotFoundError with instructions if absent."""
+        raise NotImplementedError
+
+    def _fit_statistics(self, pool: Dataset, train_indices: list[int]) -> None:
+        """Compute normalisation statistics on the training split (after the validation split is carved out)."""
+
+    def train_transform(self) -> Callable[[Any], torch.Tensor]:
+        """Augmentation + normalisation applied to training items."""
+        raise NotImplementedError
+
+    def eval_transform(self) -> Callable[[Any], torch.Tensor]:
+        """Deterministic preprocessing applied to validation and test items."""
+        raise NotImplementedError
+
+    # ---- shared behaviour -----------------------------------------------------------------------------------
+    def _check_config(self, key: str, found: int, evidence: str) -> None:
+        """Raise a ValueError naming both numbers and the override to use when ``self.<key>`` != ``found``."""
+        configured = getattr(self, key)
+        if configured != found:
+            raise ValueError(
+                f"{type(self).__name__}: {key}={configured} does not match the data ({evidence}: {found}). "
+                f"Set data.{key}={found}."
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the data once, carve the validation split from the training set and build the three splits."""
+        if self.train_set is not None:
+            return
+        hp = self.hparams
+        pool, test, class_names = self._load()
+        self._check_config("num_classes", len(class_names), f"classes in {type(self).__name__} data at {self.root}")
+        kept, carved = split_indices(len(pool), hp.val_fraction, hp.split_seed)
+        train_indices = _limit(kept, hp.max_train_samples)
+        val_indices = _limit(carved, hp.max_eval_samples)
+        test_indices = _limit(seeded_order(len(test), hp.split_seed), hp.max_eval_samples)
+        self._fit_statistics(pool, train_indices)
+        self.class_names = list(class_names)
+        self.train_set = TransformedSubset(pool, train_indices, self.train_transform())
+        self.val_set = TransformedSubset(pool, val_indices, self.eval_transform())
+        self.test_set = TransformedSubset(test, test_indices, self.eval_transform())
+
+    def _loader(self, dataset: TransformedSubset | None, *, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a DataLoader")
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if train and len(dataset) < batch_size:
+            raise ValueError(
+                f"the training split has {len(dataset)} samples, fewer than batch_size={batch_size}, so drop_last "
+                "would yield no batch: lower data.batch_size or raise data.max_train_samples"
+            )
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, ``drop_last=True`` batches of ``batch_size``."""
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation split (carved from the training set), in order, batches of ``eval_batch_size``."""
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test split, in order, batches of ``eval_batch_size``; never used for model selection."""
+        return self._loader(self.test_set, train=False)

@@ -1,0 +1,172 @@
+"""CIFAR-10/100 (PAPER.md §5.1): 32x32 RGB, pad-4 random crop + flip, per-pixel mean subtraction, no std division.
+
+The files are read by torchvision's own ``CIFAR10``/``CIFAR100`` code from the standard python-pickle layout
+(``<root>/cifar-10-batches-py/`` or ``<root>/cifar-100-python/``). Integrity is checked here rather than inside
+torchvision so that a failure names the file: every expected file must exist, and with ``verify_checksums=True``
+(the default) each must match torchvision's md5. ``verify_checksums=False`` accepts any files in the right
+format (small test fixtures, re-packed or subsampled copies); a format error then names the folder.
+"""
+
+import pickle
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, CIFAR100
+from torchvision.datasets.utils import check_integrity
+from torchvision.transforms import v2
+
+from datamodules.base import ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.transforms import cifar_transform
+
+CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
+
+
+class _CIFAR10Files(CIFAR10):
+    """torchvision's CIFAR-10 reader checking presence only (md5 ``None``); the datamodule checks md5s itself."""
+
+    train_list: ClassVar[list] = [[name, None] for name, _ in CIFAR10.train_list]
+    test_list: ClassVar[list] = [[name, None] for name, _ in CIFAR10.test_list]
+    meta: ClassVar[dict] = {**CIFAR10.meta, "md5": None}
+
+
+class _CIFAR100Files(CIFAR100):
+    """torchvision's CIFAR-100 reader checking presence only (md5 ``None``); the datamodule checks md5s itself."""
+
+    train_list: ClassVar[list] = [[name, None] for name, _ in CIFAR100.train_list]
+    test_list: ClassVar[list] = [[name, None] for name, _ in CIFAR100.test_list]
+    meta: ClassVar[dict] = {**CIFAR100.meta, "md5": None}
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10 with the paper's augmentation and per-pixel mean subtraction (PAPER.md §5.1).
+
+    ``mean_image`` (3x32x32, in [0, 1] units) is computed in ``setup`` on the training split, after the
+    validation split has been carved out; ``mean`` is then its per-channel average and ``std`` is all ones.
+    """
+
+    dataset_name = "CIFAR-10"
+    torchvision_cls: type[CIFAR10] = CIFAR10
+    files_cls: type[CIFAR10] = _CIFAR10Files
+    expected_classes = 10
+    channel_mean = (0.4914, 0.4822, 0.4465)  # of the full training set; replaced by the real one in setup
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        num_classes: int,
+        in_chans: int = 3,
+        image_size: int = 32,
+        model_family: str = "cifar",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        download: bool = False,
+        verify_checksums: bool = True,
+    ) -> None:
+        super().__init__(
+            root=root,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            image_size=image_size,
+            model_family=model_family,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+        )
+        self._check_config("num_classes", self.expected_classes, f"classes in {self.dataset_name}")
+        self._check_config("in_chans", 3, f"channels of {self.dataset_name} images")
+        self._check_config("image_size", 32, f"{self.dataset_name} image size")
+        self.mean = self.channel_mean
+        self.std = (1.0, 1.0, 1.0)
+        self.mean_image: torch.Tensor | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The extracted python-version folder torchvision reads."""
+        return Path(self.root) / self.torchvision_cls.base_folder
+
+    def _expected_files(self) -> list[tuple[str, str]]:
+        cls = self.torchvision_cls
+        return [(name, md5) for name, md5 in cls.train_list + cls.test_list] + [(cls.meta["filename"], cls.meta["md5"])]
+
+    def prepare_data(self) -> None:
+        """Download and extract the official archive when ``download=True`` and files are missing."""
+        if self.hparams.download and not all((self.folder / name).is_file() for name, _ in self._expected_files()):
+            self.torchvision_cls(self.root, train=True, download=True)
+
+    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+        files = self._expected_files()
+        missing = [name for name, _ in files if not (self.folder / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.dataset_name} not found: looked in {self.folder} and it lacks {', '.join(missing)}. "
+                f"Expected {self.folder}/ with {', '.join(name for name, _ in files)} (the 'python version' "
+                f"from {CIFAR_PAGE}). Fix: set data.download=true to fetch it into {self.root}, or extract "
+                f"{self.torchvision_cls.filename} into {self.root}."
+            )
+        if self.hparams.verify_checksums:
+            bad = [name for name, md5 in files if not check_integrity(str(self.folder / name), md5)]
+            if bad:
+                raise RuntimeError(
+                    f"{self.dataset_name}: md5 mismatch for {', '.join(str(self.folder / n) for n in bad)}. "
+                    f"Delete {self.folder} and set data.download=true to fetch the official files, or set "
+                    "data.verify_checksums=false if this is a deliberately modified copy."
+                )
+        try:
+            train, test = (self.files_cls(self.root, train=split) for split in (True, False))
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as err:
+            raise ValueError(
+                f"{self.folder} is not in the {self.dataset_name} python-pickle format "
+                f"({type(err).__name__}: {err}); see {CIFAR_PAGE}"
+            ) from err
+        return _as_tensors(train), _as_tensors(test), list(train.classes)
+
+    def _fit_statistics(self, pool: Dataset, train_indices: list[int]) -> None:
+        """The 3x32x32 mean image of the training split, in [0, 1] units (PAPER.md §5.1)."""
+        assert isinstance(pool, TensorImageDataset)
+        self.mean_image = pixel_moments(pool.images, train_indices)[0].float()
+        self.mean = tuple(self.mean_image.mean((1, 2)).tolist())
+
+    def train_transform(self) -> v2.Compose:
+        """Zero-pad 4 + random 32x32 crop + horizontal flip on the mean-subtracted image (PAPER.md §5.1)."""
+        return cifar_transform(self._require_mean_image(), train=True)
+
+    def eval_transform(self) -> v2.Compose:
+        """The original 32x32 image minus the mean image, single view (PAPER.md §5.1)."""
+        return cifar_transform(self._require_mean_image(), train=False)
+
+    def _require_mean_image(self) -> torch.Tensor:
+        if self.mean_image is None:
+            raise RuntimeError("the mean image is computed in setup(); call setup() first")
+        return self.mean_image
+
+
+class CIFAR100DataModule(CIFAR10DataModule):
+    """CIFAR-100 (fine labels), same recipe as CIFAR-10 (PAPER.md §5.1)."""
+
+    dataset_name = "CIFAR-100"
+    torchvision_cls = CIFAR100
+    files_cls = _CIFAR100Files
+    expected_classes = 100
+    channel_mean = (0.5071, 0.4865, 0.4409)
+
+
+def _as_tensors(dataset: CIFAR10) -> TensorImageDataset:
+    """torchvision's decoded HWC uint8 array and labels as an in-memory CHW dataset (no PIL round trip)."""
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+    return TensorImageDataset(images, torch.tensor(dataset.targets, dtype=torch.long))

@@ -1,0 +1,157 @@
+"""Fashion-MNIST: 28x28 grayscale, 10 classes; pad-4 random crop + flip, normalised by the training mean/std.
+
+Lookup order for the four IDX files (``{train,t10k}-{images-idx3,labels-idx1}-ubyte``, plain or ``.gz``):
+``<root>/FashionMNIST/raw`` (torchvision's layout), ``<root>`` itself, then ``system_dir`` (where the Debian
+package ``dataset-fashion-mnist`` installs them); if none has all four, torchvision downloads into ``<root>``
+when ``download=True``. The files are parsed by torchvision's IDX readers; a ``.gz`` is decompressed into a
+temporary directory first, so nothing is written next to the data.
+"""
+
+import gzip
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+from torchvision.datasets import FashionMNIST
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.transforms import v2
+
+from datamodules.base import ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.transforms import small_image_transform
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_PAGE = "https://github.com/zalandoresearch/fashion-mnist"
+IDX_FILES = {
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def _read_idx(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor:
+    """Parse an IDX file with torchvision's ``reader``, decompressing a ``.gz`` into a temporary file first."""
+    try:
+        if path.suffix != ".gz":
+            return reader(str(path))
+        with tempfile.TemporaryDirectory() as tmp:
+            plain = Path(tmp) / path.stem
+            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            return reader(str(plain))
+    except (OSError, EOFError, AssertionError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a valid IDX file ({type(err).__name__}: {err})") from err
+
+
+class FashionMNISTDataModule(ImageDataModule):
+    """Fashion-MNIST from local IDX files (Debian ``dataset-fashion-mnist``) or a torchvision download.
+
+    ``mean`` / ``std`` start as the published full-training-set values and are recomputed in ``setup`` on the
+    training split actually used (after the validation split is carved out).
+    """
+
+    def __init__(
+        self,
+        *,
+        root: str,
+        num_classes: int = 10,
+        in_chans: int = 1,
+        image_size: int = 28,
+        model_family: str = "cifar",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        max_train_samples: int | None = None,
+        max_eval_samples: int | None = None,
+        download: bool = False,
+        system_dir: str = DEBIAN_DIR,
+    ) -> None:
+        super().__init__(
+            root=root,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            image_size=image_size,
+            model_family=model_family,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers,
+            val_fraction=val_fraction,
+            split_seed=split_seed,
+            max_train_samples=max_train_samples,
+            max_eval_samples=max_eval_samples,
+        )
+        self._check_config("num_classes", len(FashionMNIST.classes), "classes in Fashion-MNIST")
+        self._check_config("in_chans", 1, "channels of Fashion-MNIST images")
+        self._check_config("image_size", 28, "Fashion-MNIST image size")
+        self.mean = (0.2860,)
+        self.std = (0.3530,)
+
+    def search_dirs(self) -> list[Path]:
+        """Where the IDX files are looked for, in order."""
+        return [Path(self.root) / "FashionMNIST" / "raw", Path(self.root), Path(self.hparams.system_dir)]
+
+    def find_files(self) -> dict[tuple[str, str], Path] | None:
+        """The four IDX files from the first directory that has all of them (plain or gzipped), else None."""
+        for directory in self.search_dirs():
+            found = {}
+            for key, name in IDX_FILES.items():
+                path = next((p for p in (directory / name, directory / f"{name}.gz") if p.is_file()), None)
+                if path is None:
+                    break
+                found[key] = path
+            else:
+                return found
+        return None
+
+    def prepare_data(self) -> None:
+        """Download into ``<root>/FashionMNIST/raw`` when ``download=True`` and no local copy is found."""
+        if self.hparams.download and self.find_files() is None:
+            FashionMNIST(self.root, train=True, download=True)
+
+    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+        files = self.find_files()
+        if files is None:
+            looked = ", ".join(str(d) for d in self.search_dirs())
+            raise FileNotFoundError(
+                f"Fashion-MNIST not found: looked in {looked} for {', '.join(IDX_FILES.values())} (plain or .gz). "
+                f"Get it with `apt-get install dataset-fashion-mnist` (installs into {DEBIAN_DIR}) or set "
+                f"data.download=true to download it into {self.root} ({FASHION_MNIST_PAGE})."
+            )
+        splits = []
+        for split in ("train", "test"):
+            images = _read_idx(files[(split, "images")], read_image_file)
+            labels = _read_idx(files[(split, "labels")], read_label_file)
+            if images.shape[1:] != (28, 28) or len(images) != len(labels):
+                raise ValueError(
+                    f"{files[(split, 'images')]} and {files[(split, 'labels')]} do not form a Fashion-MNIST split: "
+                    f"images {tuple(images.shape)}, labels {tuple(labels.shape)}"
+                )
+            if len(labels) and int(labels.max()) >= self.num_classes:
+                raise ValueError(f"{files[(split, 'labels')]} has label {int(labels.max())} >= {self.num_classes}")
+            splits.append(TensorImageDataset(images.unsqueeze(1), labels))
+        return splits[0], splits[1], list(FashionMNIST.classes)
+
+    def _fit_statistics(self, pool: Dataset, train_indices: list[int]) -> None:
+        """Mean and std over all pixels of the training split, in [0, 1] units."""
+        assert isinstance(pool, TensorImageDataset)
+        mean_image, square_mean_image = pixel_moments(pool.images, train_indices)
+        mean = mean_image.mean().item()
+        self.mean = (mean,)
+        self.std = ((square_mean_image.mean().item() - mean**2) ** 0.5,)
+
+    def train_transform(self) -> v2.Compose:
+        """Zero-pad 4 + random 28x28 crop + horizontal flip, then normalise."""
+        return small_image_transform(self.image_size, self.mean, self.std, train=True)
+
+    def eval_transform(self) -> v2.Compose:
+        """Normalise only."""
+        return small_image_transform(self.image_size, self.mean, self.std, train=False)

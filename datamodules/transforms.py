@@ -1,0 +1,53 @@
+"""Preprocessing pipelines (torchvision ``transforms.v2``) for the recipes of PAPER.md §5."""
+
+import torch
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EVAL_CROP_FRACTION = 0.875  # eval resize = image_size / 0.875 (256 for 224), then a centre crop
+
+
+class SubtractMeanImage:
+    """Subtract a fixed ``(C, H, W)`` mean image: CIFAR's per-pixel mean subtraction (PAPER.md §5.1)."""
+
+    def __init__(self, mean_image: torch.Tensor) -> None:
+        self.mean_image = mean_image
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image - self.mean_image
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shape={tuple(self.mean_image.shape)})"
+
+
+def cifar_transform(mean_image: torch.Tensor, *, train: bool) -> v2.Compose:
+    """uint8 tensor → float in [0, 1] → minus the mean image; train adds zero-pad 4 + random crop + flip.
+
+    The padding comes after the mean subtraction, as in the ResNet recipe the paper follows: the padded border
+    is 0 in the network's input space, i.e. exactly the mean pixel.
+    """
+    steps = [v2.ToDtype(torch.float32, scale=True), SubtractMeanImage(mean_image)]
+    if train:
+        size = tuple(mean_image.shape[-2:])
+        steps += [v2.RandomCrop(size, padding=4, fill=0), v2.RandomHorizontalFlip()]
+    return v2.Compose(steps)
+
+
+def small_image_transform(
+    image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *, train: bool, pad: int = 4
+) -> v2.Compose:
+    """uint8 tensor (e.g. Fashion-MNIST) → train: zero-pad + random crop + flip; then scale and normalise."""
+    steps = [v2.RandomCrop(image_size, padding=pad, fill=0), v2.RandomHorizontalFlip()] if train else []
+    return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def imagenet_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *, train: bool) -> v2.Compose:
+    """PIL image → train: RandomResizedCrop + flip (scale/aspect augmentation, PAPER.md §5.3);
+    eval: Resize(round(image_size / 0.875)) + CenterCrop(image_size). Then scale to [0, 1] and normalise."""
+    if train:
+        geometry = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    else:
+        geometry = [v2.Resize(round(image_size / EVAL_CROP_FRACTION), antialias=True), v2.CenterCrop(image_size)]
+    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
+    return v2.Compose([*geometry, *to_tensor])

@@ -1,0 +1,24 @@
+"""Evaluate a checkpoint: ``python eval.py ckpt_path=logs/train/runs/.../checkpoints/last.ckpt data=cifar10``.
+
+Reports top-1/top-5 and per-class accuracy (optionally at several test sizes: ``test_sizes=[224,320]``),
+writes a confusion matrix PNG, and classifies a folder of your own images with ``predict_dir=...``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from lightning_modules.tasks import evaluate, register_resolvers
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Run the evaluation task."""
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Files written by eval.py: per-class accuracy CSV, confusion-matrix PNG, predictions on user images."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms import functional as TF
+
+from lightning_modules.classifier import ImageClassifier
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def write_per_class_csv(path: Path, class_names: Sequence[str], accuracies: Sequence[float]) -> Path:
+    """One row per class: index, name, accuracy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class_index", "class_name", "accuracy"])
+        writer.writerows((i, name, f"{acc:.6f}") for i, (name, acc) in enumerate(zip(class_names, accuracies, strict=True)))
+    return path
+
+
+def write_confusion_png(path: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> Path:
+    """Row-normalised confusion matrix (true class per row) as a heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = confusion.float()
+    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    n = len(class_names)
+    size = min(4 + 0.4 * n, 20)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(rates.numpy(), cmap="viridis", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), class_names, rotation=90)
+        ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix ({int(counts.sum())} images)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _load_image(path: Path, in_chans: int, size: int) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if in_chans == 1 else "RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image {path}: {err}") from err
+    return TF.center_crop(TF.resize(img, size), size)
+
+
+@torch.no_grad()
+def predict_folder(model: ImageClassifier, datamodule: object, folder: Path, output: Path, top_k: int = 5) -> Path:
+    """Classify every image under ``folder`` with the data's eval preprocessing; write a CSV of top-k classes.
+
+    Images are resized (shorter side) and centre-cropped to the data's ``image_size`` first, then go
+    through ``datamodule.eval_transform()`` exactly like the test split.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"predict_dir={folder} is not a directory of images")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
+    transform = datamodule.eval_transform()
+    names = datamodule.class_names or [str(i) for i in range(model.hparams.num_classes)]
+    k = min(top_k, model.hparams.num_classes)
+    model.eval()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", *[f"top{i + 1}" for i in range(k)], *[f"prob{i + 1}" for i in range(k)]])
+        for path in files:
+            image = _load_image(path, datamodule.in_chans, datamodule.image_size)
+            x = transform(TF.pil_to_tensor(image)).unsqueeze(0)  # every data pipeline takes uint8 CHW
+            probs = model(x.to(model.device)).softmax(dim=1)[0]
+            values, indices = probs.topk(k)
+            writer.writerow(
+                [str(path.relative_to(folder)), *[names[i] for i in indices.tolist()], *[f"{v:.4f}" for v in values]]
+            )
+    return output

@@ -1,0 +1,65 @@
+"""Shared helpers: Hydra composition of the real configs and real runs of train.py / eval.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from lightning_modules.tasks import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A seconds-long job: the tiny network on a small learnable synthetic set.
+SMOKE = [
+    "model=tiny",
+    "data=synthetic",
+    "data.image_size=16",
+    "data.num_train_samples=192",
+    "data.num_test_samples=64",
+    "data.batch_size=32",
+    "data.eval_batch_size=32",
+    "data.noise=0.5",
+    "scheduler=none",
+    "optimizer.lr=0.05",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
+    """The composed config as train.py/eval.py would see it, with its output directory in ``tmp_path``."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:...} interpolations
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(ROOT)
+        cfg.paths.log_dir = str(tmp_path / "logs")
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.data_dir = str(tmp_path / "data")
+        del cfg.hydra
+    return cfg
+
+
+def run_script(
+    script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
+    return proc

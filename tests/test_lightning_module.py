@@ -1,0 +1,194 @@
+"""ImageClassifier, optimiser/scheduler builders and safe checkpoint loading, with a real Trainer."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_modules import ImageClassifier, NonFiniteLossError
+from lightning_modules.checkpoints import CheckpointError, load_classifier, read_checkpoint
+from lightning_modules.optim import build_optimizer, build_scheduler
+
+SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
+
+
+def loaders(n: int = 32, num_classes: int = 4, size: int = 16, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    x = torch.randn(n, 3, size, size, generator=g) * 0.1 + y.view(-1, 1, 1, 1).float()
+    data = TensorDataset(x, y)
+    return DataLoader(data, batch_size=8, shuffle=True, generator=g), DataLoader(data, batch_size=8)
+
+
+def tiny_classifier(**kw) -> ImageClassifier:
+    return ImageClassifier("resattn_tiny_cifar", num_classes=4, **{"optimizer": SGD, **kw})
+
+
+def trainer(tmp_path: Path, **kw) -> L.Trainer:
+    defaults = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    return L.Trainer(**{**defaults, **kw})
+
+
+def test_fit_logs_metric_names_and_best(tmp_path: Path) -> None:
+    train, val = loaders()
+    model = tiny_classifier()
+    t = trainer(tmp_path, max_epochs=2)
+    t.fit(model, train, val)
+    names = set(t.callback_metrics)
+    for stage in ("train", "val"):
+        assert {f"{stage}/loss", f"{stage}/acc1", f"{stage}/acc5"} <= names
+    assert "val/acc1_best" in names
+    assert t.callback_metrics["val/acc1_best"] >= t.callback_metrics["val/acc1"] - 1e-6
+    t.test(model, val)
+    assert {"test/loss", "test/acc1", "test/acc5"} <= set(t.callback_metrics)
+    per_class = model.test_per_class.compute()
+    assert per_class.shape == (4,)
+    assert model.test_confusion.compute().sum() == 32
+
+
+def test_top5_with_fewer_than_five_classes_is_one() -> None:
+    model = ImageClassifier("resattn_tiny_cifar", num_classes=3)
+    logits, target = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    model.metrics["val_acc"].update(logits, target)
+    assert model.metrics["val_acc"].compute()["val/acc5"] == 1.0
+
+
+def test_model_kwargs_and_variant_overrides_reach_the_network() -> None:
+    model = ImageClassifier(
+        "resattn_tiny_cifar",
+        num_classes=7,
+        in_chans=1,
+        model_kwargs={"mask_type": "spatial", "attention_residual": False},
+        variant_overrides={"num_trunk_units": 1},
+    )
+    modules = [m for _, m in model.net.attention_modules()]
+    assert all(not m.attention_residual and m.mask.activation.mask_type == "spatial" for m in modules)
+    assert all(len(m.trunk) == 1 for m in modules)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 7)
+
+
+def test_unknown_arch_lists_variants() -> None:
+    with pytest.raises(ValueError, match="resattn56_cifar"):
+        ImageClassifier("resattn57", num_classes=10)
+
+
+def test_checkpoint_reloads_without_hydra(tmp_path: Path) -> None:
+    train, val = loaders()
+    model = tiny_classifier(model_kwargs={"mask_type": "channel"})
+    t = trainer(tmp_path)
+    t.fit(model, train, val)
+    path = tmp_path / "model.ckpt"
+    t.save_checkpoint(path)
+    restored = ImageClassifier.load_from_checkpoint(path, weights_only=True)
+    assert restored.hparams.optimizer == SGD
+    assert restored.hparams.model_kwargs == {"mask_type": "channel"}
+    x = torch.randn(2, 3, 16, 16)
+    model.eval(), restored.eval()
+    torch.testing.assert_close(model(x), restored(x))
+    assert load_classifier(path, num_classes=4).hparams.arch == "resattn_tiny_cifar"
+
+
+def test_checkpoint_errors(tmp_path: Path) -> None:
+    train, val = loaders()
+    model = tiny_classifier()
+    t = trainer(tmp_path, max_steps=1)
+    t.fit(model, train, val)
+    good = tmp_path / "good.ckpt"
+    t.save_checkpoint(good)
+
+    with pytest.raises(CheckpointError, match="trained for 4 classes but the data has 10"):
+        load_classifier(good, num_classes=10)
+    with pytest.raises(CheckpointError, match=r"architecture 'resattn_tiny_cifar'.*'resattn56'"):
+        load_classifier(good, arch="resattn56")
+    with pytest.raises(FileNotFoundError, match=r"missing\.ckpt"):
+        read_checkpoint(tmp_path / "missing.ckpt")
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_checkpoint(truncated)
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Exploit()}, evil)
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        read_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()
+    with pytest.raises(pickle.UnpicklingError):
+        ImageClassifier.load_from_checkpoint(evil, weights_only=True)
+
+
+def test_nan_loss_stops_before_the_update(tmp_path: Path) -> None:
+    _, val = loaders()
+    model = tiny_classifier(optimizer={"name": "sgd", "lr": 0.1})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bad = DataLoader(TensorDataset(torch.full((8, 3, 16, 16), float("nan")), torch.zeros(8, dtype=torch.long)))
+    with pytest.raises(NonFiniteLossError, match="training loss became nan at global step 0"):
+        trainer(tmp_path).fit(model, bad, val)
+    after = model.state_dict()
+    assert all(
+        torch.equal(before[k], after[k]) for k in before if "num_batches_tracked" not in k and "running" not in k
+    )
+
+
+def test_optimizer_settings() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    sgd = build_optimizer(net, SGD)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"] and sgd.param_groups[0]["weight_decay"] == 1e-4
+    adamw = build_optimizer(
+        net, {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "no_weight_decay_on_norm_and_bias": True}
+    )
+    decays = sorted((g["weight_decay"], len(g["params"])) for g in adamw.param_groups)
+    assert decays == [(0.0, 3), (0.05, 1)]
+    with pytest.raises(ValueError, match="accepted: \\['adam', 'adamw', 'sgd'\\]"):
+        build_optimizer(net, {"name": "lamb"})
+
+
+def lrs(settings: dict, steps: int, total: int = 100, per_epoch: int = 10) -> list[float]:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = build_scheduler(opt, settings, total, per_epoch)["scheduler"]
+    values = []
+    for _ in range(steps):
+        values.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return values
+
+
+def test_paper_multistep_schedule_counts_iterations() -> None:
+    values = lrs({"name": "multistep", "interval": "step", "milestones": [4, 6], "gamma": 0.1}, 8)
+    assert values == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+
+
+def test_cosine_with_warmup() -> None:
+    values = lrs({"name": "cosine", "interval": "step", "warmup_steps": 5}, 100)
+    assert values[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
+    assert values[5] == pytest.approx(0.1)
+    assert values[52] == pytest.approx(0.05 * (1 + math.cos(math.pi * 47 / 95)))
+    assert values[-1] < 1e-3
+
+
+def test_scheduler_errors() -> None:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert build_scheduler(opt, {"name": "none"}, 10, 1) is None
+    with pytest.raises(ValueError, match="accepted: \\['multistep', 'cosine', 'none'\\]"):
+        build_scheduler(opt, {"name": "onecycle"}, 10, 1)
+    with pytest.raises(ValueError, match=r"unexpected settings.*'milestone'"):
+        build_scheduler(opt, {"name": "multistep", "milestones": [1], "milestone": 3}, 10, 1)

@@ -1,0 +1,24 @@
+"""Train a Residual Attention Network: ``python train.py model=att56 data=cifar100``.
+
+Configs live in conf/ (see README.md); the work is done by :func:`lightning_modules.tasks.train`.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from lightning_modules.tasks import register_resolvers, train
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Run one training job; return ``optimized_metric`` for sweepers (Optuna)."""
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+
+
+if __name__ == "__main__":
+    main()
