@@ -21,7 +21,9 @@ def write_per_class_csv(path: Path, class_names: Sequence[str], accuracies: Sequ
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class_index", "class_name", "accuracy"])
-        writer.writerows((i, name, f"{acc:.6f}") for i, (name, acc) in enumerate(zip(class_names, accuracies, strict=True)))
+        writer.writerows(
+            (i, name, f"{acc:.6f}") for i, (name, acc) in enumerate(zip(class_names, accuracies, strict=True))
+        )
     return path
 
 

@@ -160,7 +160,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             write_confusion_png(
                 out / f"confusion_matrix_{size}.png", model.test_confusion.compute(), datamodule.class_names
             )
-            results["sizes"][str(size)] = {**metrics, "per_class_acc": dict(zip(datamodule.class_names, per_class, strict=True))}
+            results["sizes"][str(size)] = {
+                **metrics,
+                "per_class_acc": dict(zip(datamodule.class_names, per_class, strict=True)),
+            }
         if cfg.get("predict_dir"):
             results["predictions"] = str(
                 predict_folder(model, datamodule, Path(cfg.predict_dir), out / "predictions.csv")
