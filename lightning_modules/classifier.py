@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 import resattn
 from lightning_modules.optim import build_optimizer, build_scheduler
+from lightning_modules.resume import close_finished_epoch
 
 STAGES = ("train", "val", "test")
 
@@ -147,6 +148,11 @@ class ImageClassifier(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.test_per_class.reset()
         self.test_confusion.reset()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Called before the Trainer restores its loops from the same dict (not attached when loaded alone).
+        if self._trainer is not None and self._trainer.max_steps != -1:
+            close_finished_epoch(checkpoint)
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.net, self.hparams.optimizer or {"name": "sgd", "lr": 0.1})

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
-MAX_RUN_NAME = 120
+MAX_RUN_NAME = 200  # file names may have 255 bytes
 
 
 def run_name(override_dirname: str) -> str:
@@ -31,7 +31,7 @@ def run_name(override_dirname: str) -> str:
 
     Long names are shortened and suffixed with a hash so that distinct commands stay distinct.
     """
-    name = re.sub(r"[^A-Za-z0-9._=,+\-]+", "_", override_dirname) or "default"
+    name = re.sub(r"[^A-Za-z0-9._:+\-]+", "_", override_dirname) or "default"
     if len(name) > MAX_RUN_NAME:
         digest = hashlib.sha1(name.encode()).hexdigest()[:10]
         name = f"{name[: MAX_RUN_NAME - 11]}-{digest}"

@@ -17,9 +17,17 @@ from lightning_modules.tasks import register_resolvers
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# A seconds-long job: the tiny network on a small learnable synthetic set.
-SMOKE = [
+# A seconds-long job: the tiny network, briefly trained...
+SMOKE_TRAINING = [
     "model=tiny",
+    "scheduler=none",
+    "optimizer.lr=0.05",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+# ...on a small learnable synthetic set.
+SMOKE_DATA = [
     "data=synthetic",
     "data.image_size=16",
     "data.num_train_samples=192",
@@ -27,12 +35,8 @@ SMOKE = [
     "data.batch_size=32",
     "data.eval_batch_size=32",
     "data.noise=0.5",
-    "scheduler=none",
-    "optimizer.lr=0.05",
-    "trainer.max_epochs=2",
-    "trainer.log_every_n_steps=1",
-    "callbacks.progress_bar.refresh_rate=0",
 ]
+SMOKE = SMOKE_TRAINING + SMOKE_DATA
 
 
 def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SMOKE, compose_config, run_script
+from conftest import SMOKE, SMOKE_TRAINING, compose_config, run_script
 from files import write_cifar, write_tree
 
 from lightning_modules import ImageClassifier
 from lightning_modules.tasks import train
+from lightning_modules.wandb_offline import read_offline_run
 
 RUNS = Path("logs/train/runs")
 
@@ -26,8 +27,12 @@ def run_dir(tmp_path: Path, task: str = "train") -> Path:
 
 
 def metrics_rows(run: Path) -> list[dict[str, str]]:
-    with (run / "csv" / "metrics.csv").open() as f:
-        return list(csv.DictReader(f))
+    """Rows of every CSV log version of a run (a resumed run adds a version), oldest first."""
+    rows = []
+    for path in sorted((run / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
+        with path.open() as f:
+            rows += list(csv.DictReader(f))
+    return rows
 
 
 def last_value(rows: list[dict[str, str]], key: str) -> float:
@@ -40,37 +45,41 @@ def test_fashion_mnist_fit_test_wandb_and_eval(tmp_path: Path) -> None:
     overrides = [
         "model=tiny",
         "data=fashion_mnist",
-        "data.max_train_samples=640",
+        "data.max_train_samples=1280",
+        "model.zero_init_last=true",
         "data.max_eval_samples=256",
         "data.num_workers=0",
         "trainer.max_epochs=2",
         "scheduler=cosine",
+        "trainer.log_every_n_steps=10",
         "callbacks.progress_bar.refresh_rate=0",
     ]
     run_script("train.py", *overrides, cwd=tmp_path)
     run = run_dir(tmp_path)
     # Named after the overrides (too long here: cut, with a hash of the whole so distinct commands stay distinct).
-    assert re.fullmatch(r"callbacks\.progress_bar\.refresh_rate=0,data\.max_eval_samples=256,.*-[0-9a-f]{10}", run.name)
+    assert re.fullmatch(
+        r"callbacks\.progress_bar\.refresh_rate:0\+data\.max_eval_samples:256\+.*-[0-9a-f]{10}", run.name
+    )
     ckpts = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    model = ImageClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=True)  # no Hydra
+    assert model.hparams.arch == "resattn_tiny_cifar" and model.hparams.in_chans == 1
     rows = metrics_rows(run)
-    assert last_value(rows, "test/acc1") > 0.3  # 10 classes: chance is 0.1
+    assert last_value(rows, "test/acc1") > 0.2  # 40 steps; 10 classes: chance is 0.1
     assert last_value(rows, "val/acc1_best") >= last_value(rows, "val/acc1")
 
-    # W&B offline: one run, its flat config, history and summary written locally.
-    (wandb_run,) = (run / "wandb").glob("offline-run-*")
-    assert list(wandb_run.glob("run-*.wandb"))
-    config = yaml.safe_load((wandb_run / "files" / "config.yaml").read_text())
-    assert config["module.arch"]["value"] == "resattn_tiny_cifar"
-    assert config["data.num_classes"]["value"] == 10
-    assert config["model/params_total"]["value"] > 0
-    summary = json.loads((wandb_run / "files" / "wandb-summary.json").read_text())
-    assert summary["test/acc1"] == pytest.approx(last_value(rows, "test/acc1"), abs=1e-6)
-    assert "stages" in summary["model/summary"]
+    # W&B offline: one finished run (syncable later) with the flat config, history and summary.
+    (wandb_dir,) = (run / "wandb").glob("offline-run-*")
+    wandb_run = read_offline_run(wandb_dir)
+    assert wandb_run.finished
+    assert wandb_run.config["module.arch"] == "resattn_tiny_cifar"
+    assert wandb_run.config["data.num_classes"] == 10
+    assert wandb_run.config["model/params_total"] == sum(p.numel() for p in model.parameters())
+    assert wandb_run.summary["test/acc1"] == pytest.approx(last_value(rows, "test/acc1"), abs=1e-6)
+    assert "ResidualAttentionNet" in wandb_run.summary["model/summary"]
+    assert any("train/loss_step" in h for h in wandb_run.history)
 
-    # Reload without Hydra, then eval.py with per-class accuracy, confusion matrix and predictions.
-    model = ImageClassifier.load_from_checkpoint(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert model.hparams.arch == "resattn_tiny_cifar" and model.hparams.in_chans == 1
+    # Eval.py with per-class accuracy, confusion matrix and predictions.
     images = tmp_path / "my_images"
     write_tree(images, ["a"], per_class=2)
     run_script(
@@ -114,7 +123,7 @@ def test_imagefolder_tree_of_png_files(tmp_path: Path) -> None:
     cfg = compose_config(
         "train",
         [
-            *SMOKE,
+            *SMOKE_TRAINING,
             "data=folder",
             f"data.root={root}",
             "data.num_classes=3",
@@ -138,7 +147,7 @@ def test_cifar_pipeline_on_real_format_files(tmp_path: Path) -> None:
     cfg = compose_config(
         "train",
         [
-            *SMOKE,
+            *SMOKE_TRAINING,
             "data=cifar10",
             "data.batch_size=16",
             "data.num_workers=0",
@@ -167,10 +176,10 @@ def test_rerun_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     run_script("train.py", *base, "trainer.max_epochs=1", cwd=tmp_path)
     run = run_dir(tmp_path)
     first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert first["epoch"] == 0 and first["global_step"] == 5  # 192 * 0.9 // 32 batches per epoch
+    assert first["global_step"] == 5  # 192 * 0.9 // 32 batches per epoch
     proc = run_script("train.py", *base, "trainer.max_epochs=2", cwd=tmp_path)
     assert run_dir(tmp_path) == run  # same command (+ longer training) = same run
-    assert "Resuming from" in proc.stderr and "last.ckpt" in proc.stderr
+    assert re.search(r"Resuming from \S+/checkpoints/last\.ckpt", proc.stdout + proc.stderr)
     second = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert second["global_step"] == 10
     epochs = {int(r["epoch"]) for r in metrics_rows(run) if r.get("train/loss")}
@@ -180,13 +189,19 @@ def test_rerun_resumes_from_last_checkpoint(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_multirun_two_jobs_each_with_its_own_wandb_run(tmp_path: Path) -> None:
     proc = run_script("train.py", "-m", *SMOKE, "trainer.max_epochs=1", "mask=mixed,spatial", cwd=tmp_path)
-    jobs = sorted((tmp_path / "logs" / "train" / "multiruns").glob("*mask=*"))
-    assert [j.name.split("mask=")[1].split(",")[0] for j in jobs] == ["mixed", "spatial"], proc.stdout
+    jobs = sorted(p.parent.parent for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/.hydra/overrides.yaml"))
+    masks = [
+        next(o for o in yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text()) if "mask=" in o) for j in jobs
+    ]
+    assert sorted(masks) == ["mask=mixed", "mask=spatial"], proc.stdout
+    ids = set()
     for job in jobs:
-        (wandb_run,) = (job / "wandb").glob("offline-run-*")
-        config = yaml.safe_load((wandb_run / "files" / "config.yaml").read_text())
-        assert config["model.mask_type"]["value"] in job.name
-        assert "test/acc1" in json.loads((wandb_run / "files" / "wandb-summary.json").read_text())
+        (wandb_dir,) = (job / "wandb").glob("offline-run-*")
+        wandb_run = read_offline_run(wandb_dir)
+        assert wandb_run.finished and "test/acc1" in wandb_run.summary
+        assert f"mask={wandb_run.config['model.mask_type']}" in (job / ".hydra" / "overrides.yaml").read_text()
+        ids.add(wandb_dir.name)
+    assert len(ids) == 2
 
 
 @pytest.mark.slow
@@ -195,7 +210,7 @@ def test_optuna_search_returns_the_metric(tmp_path: Path) -> None:
         "train.py",
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
-        *SMOKE,
+        *(o for o in SMOKE if not o.startswith("optimizer.lr")),  # searched
         "trainer.max_epochs=1",
         "logger=csv",
         cwd=tmp_path,

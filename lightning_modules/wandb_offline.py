@@ -1,0 +1,89 @@
+"""Read what an offline W&B run wrote (``<run dir>/wandb/offline-run-*/run-*.wandb``), without a server.
+
+Recent wandb versions keep an offline run's config, history and summary only in this transaction log
+(a LevelDB-style log of protobuf ``Record`` messages, the same file ``wandb sync`` uploads), so tests and
+the results script read it here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_HEADER = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
+_BLOCK = 32 * 1024
+_RECORD_HEADER = 7  # crc32 (4), length (2), type (1)
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+@dataclass
+class OfflineRun:
+    """Config, per-step history and final summary of one offline W&B run."""
+
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False
+
+
+def _payloads(data: bytes) -> list[bytes]:
+    if not data.startswith(_HEADER):
+        raise ValueError("not a W&B transaction log (bad header)")
+    pos, chunks, payloads = len(_HEADER), [], []
+    while pos + _RECORD_HEADER <= len(data):
+        space = _BLOCK - pos % _BLOCK
+        if space < _RECORD_HEADER:  # block trailer padding
+            pos += space
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        if length == 0 and kind == 0:
+            break
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += _RECORD_HEADER + length
+        if kind == _FULL:
+            payloads.append(chunk)
+        elif kind == _FIRST:
+            chunks = [chunk]
+        elif kind == _MIDDLE:
+            chunks.append(chunk)
+        elif kind == _LAST:
+            payloads.append(b"".join([*chunks, chunk]))
+    return payloads
+
+
+def _items(items: Any) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key = item.key or "/".join(item.nested_key)
+        out[key] = json.loads(item.value_json)
+    return out
+
+
+def read_offline_run(run_dir: str | Path) -> OfflineRun:
+    """Parse ``run_dir`` (an ``offline-run-*`` directory, or its ``.wandb`` file)."""
+    from wandb.proto import wandb_internal_pb2
+
+    path = Path(run_dir)
+    log_file = path if path.suffix == ".wandb" else next(path.glob("run-*.wandb"), None)
+    if log_file is None:
+        raise FileNotFoundError(f"no run-*.wandb file in {path}")
+    run = OfflineRun(path=log_file.parent)
+    for payload in _payloads(log_file.read_bytes()):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            run.config.update(_items(record.config.update))
+        elif kind == "run":
+            run.config.update(_items(record.run.config.update))
+        elif kind == "history":
+            run.history.append(_items(record.history.item))
+        elif kind == "summary":
+            run.summary.update(_items(record.summary.update))
+        elif kind == "exit":
+            run.finished = True
+    return run
