@@ -14,6 +14,9 @@ import lightning as L
 import timm
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -23,6 +26,8 @@ from lightning_modules.optim import build_optimizer, build_scheduler
 from lightning_modules.resume import close_finished_epoch
 
 STAGES = ("train", "val", "test")
+EVAL_STAGES = ("val", "test")
+MIXUP_DEFAULTS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5}
 
 
 def build_network(
@@ -46,6 +51,17 @@ def _accuracy_metrics(num_classes: int) -> MetricCollection:
     )
 
 
+def _build_mixup(settings: dict[str, float] | None, label_smoothing: float, num_classes: int) -> Mixup | None:
+    """timm's batch Mixup/CutMix from plain settings, or None while both alphas are 0."""
+    unknown = sorted(set(settings or {}) - set(MIXUP_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown mixup settings {unknown}; accepted: {sorted(MIXUP_DEFAULTS)}")
+    cfg = {**MIXUP_DEFAULTS, **(settings or {})}
+    if cfg["mixup_alpha"] <= 0 and cfg["cutmix_alpha"] <= 0:
+        return None
+    return Mixup(**cfg, label_smoothing=label_smoothing, num_classes=num_classes)
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss is NaN or infinite; the last good checkpoint is kept."""
 
@@ -64,6 +80,10 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: cross-entropy label smoothing (0 in the paper).
         channels_last: run the network in channels-last memory format.
         compile: compile the network with ``torch.compile`` (in place, so checkpoint keys do not change).
+        mixup: timm ``Mixup`` settings (``mixup_alpha``, ``cutmix_alpha``, ``prob``, ``switch_prob``); off
+            while both alphas are 0. Train accuracy is measured against the unmixed labels.
+        ema_decay: keep an exponential moving average of the weights (e.g. 0.9999), evaluated separately
+            as ``{val,test}/ema_{loss,acc1,acc5}``; None: off (as in the paper).
     """
 
     def __init__(
@@ -78,18 +98,28 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        mixup: dict[str, float] | None = None,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = build_network(arch, num_classes, in_chans, {**(model_kwargs or {}), **(variant_overrides or {})})
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.ema = ModelEmaV3(self.net, decay=ema_decay) if ema_decay else None
         if compile:
             self.net.compile()
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.mixup = _build_mixup(mixup, label_smoothing, num_classes)
+        self.criterion = (
+            SoftTargetCrossEntropy() if self.mixup else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        )
         # Keyed "<stage>_..." because a ModuleDict key "train" would shadow nn.Module.train.
         self.metrics = nn.ModuleDict({f"{s}_acc": _accuracy_metrics(num_classes).clone(prefix=f"{s}/") for s in STAGES})
         self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        if self.ema is not None:
+            for s in EVAL_STAGES:
+                self.metrics[f"{s}_ema_acc"] = _accuracy_metrics(num_classes).clone(prefix=f"{s}/ema_")
+                self.losses[f"{s}_ema_loss"] = MeanMetric()
         self.val_acc1_best = MaxMetric()
         self.test_per_class = MulticlassAccuracy(num_classes, average="none")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
@@ -99,20 +129,38 @@ class ImageClassifier(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _update_metrics(self, key: str, logits: torch.Tensor, targets: torch.Tensor, loss: torch.Tensor) -> None:
+        self.metrics[f"{key}_acc"].update(logits, targets)
+        self.losses[f"{key}_loss"].update(loss.detach(), weight=targets.numel())
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, targets = batch
         logits = self(images)
-        loss = self.criterion(logits, targets) if stage == "train" else F.cross_entropy(logits, targets)
-        self.metrics[f"{stage}_acc"].update(logits, targets)
-        self.losses[f"{stage}_loss"].update(loss.detach(), weight=targets.numel())
-        return loss, logits
+        self._update_metrics(stage, logits, targets, F.cross_entropy(logits, targets))
+        if self.ema is not None:
+            ema_logits = self.ema.module(images)
+            self._update_metrics(f"{stage}_ema", ema_logits, targets, F.cross_entropy(ema_logits, targets))
+        return logits
 
     def _log_epoch(self, stage: str) -> None:
-        self.log(f"{stage}/loss", self.losses[f"{stage}_loss"], on_step=False, on_epoch=True, prog_bar=stage != "train")
-        self.log_dict(self.metrics[f"{stage}_acc"], on_step=False, on_epoch=True, prog_bar=stage == "val")
+        """Epoch metrics ``{stage}/{loss,acc1,acc5}`` (and ``{stage}/ema_...`` with EMA weights)."""
+        keys = [(stage, f"{stage}/")]
+        if self.ema is not None and stage in EVAL_STAGES:
+            keys.append((f"{stage}_ema", f"{stage}/ema_"))
+        for key, prefix in keys:
+            self.log(f"{prefix}loss", self.losses[f"{key}_loss"], on_step=False, on_epoch=True, prog_bar=key == "val")
+            self.log_dict(self.metrics[f"{key}_acc"], on_step=False, on_epoch=True, prog_bar=key == "val")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._shared_step(batch, "train")
+        images, targets = batch
+        if self.mixup is not None:
+            images, soft_targets = self.mixup(images, targets)
+            logits = self(images)
+            loss = self.criterion(logits, soft_targets)
+        else:
+            logits = self(images)
+            loss = self.criterion(logits, targets)
+        self._update_metrics("train", logits, targets, loss)
         if not torch.isfinite(loss):
             # Raised before backward and the optimiser step, so the weights stay finite and the last
             # checkpoint on disk (last.ckpt) stays the last good one.
@@ -124,11 +172,15 @@ class ImageClassifier(L.LightningModule):
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.net, step=self.global_step)
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         acc1 = self.metrics["val_acc"]["acc1"].compute()
@@ -138,7 +190,7 @@ class ImageClassifier(L.LightningModule):
             self.log("val/acc1_best", self.val_acc1_best.compute(), sync_dist=True, prog_bar=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        _, logits = self._shared_step(batch, "test")
+        logits = self._eval_step(batch, "test")
         self.test_per_class.update(logits, batch[1])
         self.test_confusion.update(logits, batch[1])
 

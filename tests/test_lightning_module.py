@@ -192,3 +192,28 @@ def test_scheduler_errors() -> None:
         build_scheduler(opt, {"name": "onecycle"}, 10, 1)
     with pytest.raises(ValueError, match=r"unexpected settings.*'milestone'"):
         build_scheduler(opt, {"name": "multistep", "milestones": [1], "milestone": 3}, 10, 1)
+
+
+def test_mixup_and_ema_are_trained_and_evaluated_separately(tmp_path: Path) -> None:
+    train, val = loaders()
+    model = tiny_classifier(mixup={"mixup_alpha": 0.4, "cutmix_alpha": 1.0}, ema_decay=0.5)
+    assert type(model.criterion).__name__ == "SoftTargetCrossEntropy"
+    t = trainer(tmp_path, max_epochs=1)
+    t.fit(model, train, val)
+    names = set(t.callback_metrics)
+    assert {"val/ema_loss", "val/ema_acc1", "val/ema_acc5", "val/acc1"} <= names
+    ema = dict(model.ema.module.named_parameters())
+    changed = [n for n, p in model.net.named_parameters() if not torch.equal(p, ema[n])]
+    assert changed  # the average lags behind the trained weights
+    t.test(model, val)
+    assert {"test/ema_acc1", "test/acc1"} <= set(t.callback_metrics)
+    path = tmp_path / "ema.ckpt"
+    t.save_checkpoint(path)
+    restored = ImageClassifier.load_from_checkpoint(path, weights_only=True)
+    torch.testing.assert_close(dict(restored.ema.module.named_parameters()), ema)
+
+
+def test_mixup_is_off_by_default_and_rejects_unknown_settings() -> None:
+    assert tiny_classifier(mixup={"mixup_alpha": 0.0, "cutmix_alpha": 0.0}).mixup is None
+    with pytest.raises(ValueError, match=r"unknown mixup settings \['alpha'\]"):
+        tiny_classifier(mixup={"alpha": 0.2})
