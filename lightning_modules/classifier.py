@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 import resattn
 from lightning_modules.optim import build_optimizer, build_scheduler
-from lightning_modules.resume import close_finished_epoch
+from lightning_modules.resume import close_finished_epoch, rng_states, set_rng_states
 
 STAGES = ("train", "val", "test")
 EVAL_STAGES = ("val", "test")
@@ -121,6 +121,7 @@ class ImageClassifier(L.LightningModule):
                 self.metrics[f"{s}_ema_acc"] = _accuracy_metrics(num_classes).clone(prefix=f"{s}/ema_")
                 self.losses[f"{s}_ema_loss"] = MeanMetric()
         self.val_acc1_best = MaxMetric()
+        self.val_acc1_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
         self.test_per_class = MulticlassAccuracy(num_classes, average="none")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
 
@@ -201,10 +202,17 @@ class ImageClassifier(L.LightningModule):
         self.test_per_class.reset()
         self.test_confusion.reset()
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Called before the Trainer restores its loops from the same dict (not attached when loaded alone).
-        if self._trainer is not None and self._trainer.max_steps != -1:
+        if self._trainer is None:
+            return
+        if self._trainer.max_steps != -1:
             close_finished_epoch(checkpoint)
+        if "rng_states" in checkpoint:  # resume with the random streams of the interrupted run
+            set_rng_states(checkpoint["rng_states"])
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.net, self.hparams.optimizer or {"name": "sgd", "lr": 0.1})
