@@ -5,6 +5,8 @@ TRAINING set (``val_fraction``, ``split_seed``); the test split is only served b
 item 17 is the counter-example this avoids (a port that selects its model on the test set).
 """
 
+import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,6 +14,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.gpu_resident import BatchAugmentation, DeviceBatchLoader
+from datamodules.label_noise import RelabeledDataset, dataset_labels, flip_fraction, noisy_labels
+from datamodules.resumable import ResumableLoader, sample_seed, seeded
+
+log = logging.getLogger(__name__)
 MODEL_FAMILIES = ("cifar", "imagenet")
 
 
@@ -34,19 +41,36 @@ class TensorImageDataset(Dataset):
 
 
 class TransformedSubset(Dataset):
-    """``indices`` into ``dataset`` with this split's own transform (train and val share one decoded dataset)."""
+    """``indices`` into ``dataset`` with this split's own transform (train and val share one decoded dataset).
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], transform: Callable[[Any], Any]) -> None:
+    An ``(epoch, index)`` key (from :class:`datamodules.resumable.EpochSampler`) seeds the item's random
+    augmentation with ``(seed, epoch, index)``, so augmentations do not depend on workers or restarts.
+    """
+
+    def __init__(
+        self, dataset: Dataset, indices: Sequence[int], transform: Callable[[Any], Any], seed: int = 0
+    ) -> None:
         self.dataset = dataset
         self.indices = list(indices)
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.dataset[self.indices[index]]
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int]:
+        if isinstance(key, tuple):
+            epoch, index = key
+            image, label = self.dataset[self.indices[index]]
+            with seeded(sample_seed(self.seed, epoch, index)):
+                return self.transform(image), label
+        image, label = self.dataset[self.indices[key]]
         return self.transform(image), label
+
+
+def global_seed() -> int:
+    """The seed given to ``lightning.seed_everything`` (0 without one): shuffling and augmentation follow it."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
 
 
 def seeded_order(n: int, seed: int) -> list[int]:
@@ -109,6 +133,8 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        label_noise: float = 0.0,
+        label_noise_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -129,7 +155,9 @@ class ImageDataModule(L.LightningDataModule):
                 raise ValueError(f"{name} must be >= {minimum} (or null where allowed), got {value}")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        self.root = root
+        if not 0 <= label_noise < 1:
+            raise ValueError(f"label_noise must be in [0, 1) (the noise level 1 - r, PAPER.md §5.2), got {label_noise}")
+        self.root = os.path.abspath(os.path.expanduser(root)) if root else root  # messages name the real place
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.image_size = image_size
@@ -141,6 +169,7 @@ class ImageDataModule(L.LightningDataModule):
         self.train_set: TransformedSubset | None = None
         self.val_set: TransformedSubset | None = None
         self.test_set: TransformedSubset | None = None
+        self.label_noise_realised: float | None = None  # fraction of training labels changed, set in setup
 
     # ---- subclass hooks -------------------------------------------------------------------------------------
     def _load(self) -> tuple[Dataset, Dataset, list[str]]:
@@ -157,6 +186,10 @@ class ImageDataModule(L.LightningDataModule):
     def eval_transform(self) -> Callable[[Any], torch.Tensor]:
         """Deterministic preprocessing applied to validation and test items."""
         raise NotImplementedError
+
+    def device_transform(self, *, train: bool) -> BatchAugmentation:
+        """The batched on-device equivalent of ``train_transform()`` / ``eval_transform()`` (``gpu_resident``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no GPU-resident data path (data.gpu_resident)")
 
     # ---- shared behaviour -----------------------------------------------------------------------------------
     def _check_config(self, key: str, found: int, evidence: str) -> None:
@@ -181,11 +214,31 @@ class ImageDataModule(L.LightningDataModule):
         test_indices = _limit(seeded_order(len(test), hp.split_seed), hp.max_eval_samples)
         self._fit_statistics(pool, train_indices)
         self.class_names = list(class_names)
-        self.train_set = TransformedSubset(pool, train_indices, self.train_transform())
+        train_pool = self._noisy_pool(pool, train_indices) if hp.label_noise > 0 else pool
+        self.train_set = TransformedSubset(train_pool, train_indices, self.train_transform(), seed=global_seed())
         self.val_set = TransformedSubset(pool, val_indices, self.eval_transform())
         self.test_set = TransformedSubset(test, test_indices, self.eval_transform())
 
-    def _loader(self, dataset: TransformedSubset | None, *, train: bool) -> DataLoader:
+    def _noisy_pool(self, pool: Dataset, train_indices: list[int]) -> Dataset:
+        """The pool with noisy labels for the training split (PAPER.md §5.2, datamodules/label_noise.py); the
+        validation and test splits keep the clean labels. Records and logs the realised flip fraction."""
+        hp = self.hparams
+        clean = dataset_labels(pool)
+        noisy = noisy_labels(clean, self.num_classes, hp.label_noise, hp.label_noise_seed)
+        self.label_noise_realised = flip_fraction(clean, noisy, train_indices)
+        log.info(
+            "label noise %.3f (clean-label ratio r=%.3f, seed %d): %.2f%% of the %d training labels changed",
+            hp.label_noise,
+            1 - hp.label_noise,
+            hp.label_noise_seed,
+            100 * self.label_noise_realised,
+            len(train_indices),
+        )
+        if isinstance(pool, TensorImageDataset):
+            return TensorImageDataset(pool.images, noisy)
+        return RelabeledDataset(pool, noisy)
+
+    def _loader(self, dataset: TransformedSubset | None, *, train: bool) -> DataLoader | DeviceBatchLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a DataLoader")
         batch_size = self.batch_size if train else self.eval_batch_size
@@ -194,25 +247,51 @@ class ImageDataModule(L.LightningDataModule):
                 f"the training split has {len(dataset)} samples, fewer than batch_size={batch_size}, so drop_last "
                 "would yield no batch: lower data.batch_size or raise data.max_train_samples"
             )
+        if self.hparams.get("gpu_resident", False):
+            return self._device_loader(dataset, batch_size, train=train)
         workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
+        options = dict(
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.hparams.persistent_workers and workers > 0,
         )
+        if train and (self.trainer is None or self.trainer.world_size == 1):
+            # Exact mid-epoch resumption (DDP runs use Lightning's DistributedSampler instead).
+            return ResumableLoader(dataset, seed=global_seed(), **options)
+        return DataLoader(dataset, shuffle=train, drop_last=train, **options)
 
-    def train_dataloader(self) -> DataLoader:
+    def _device_loader(self, dataset: TransformedSubset, batch_size: int, *, train: bool) -> DeviceBatchLoader:
+        """The split as uint8 tensors on the training device, batched and augmented there (gpu_resident.py).
+
+        The device, rank and world size come from the attached Trainer (CPU, rank 0 of 1 without one); the
+        shuffling seed is Lightning's global seed, as for its DistributedSampler.
+        """
+        if not isinstance(dataset.dataset, TensorImageDataset):
+            raise TypeError(f"{type(self).__name__}: the GPU-resident path needs an in-memory uint8 dataset")
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        index = torch.as_tensor(dataset.indices, dtype=torch.long)
+        return DeviceBatchLoader(
+            dataset.dataset.images[index].to(device),
+            dataset.dataset.labels[index],
+            self.device_transform(train=train),
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            seed=global_seed(),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+        )
+
+    def train_dataloader(self) -> DataLoader | DeviceBatchLoader:
         """Shuffled, ``drop_last=True`` batches of ``batch_size``."""
         return self._loader(self.train_set, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatchLoader:
         """Validation split (carved from the training set), in order, batches of ``eval_batch_size``."""
         return self._loader(self.val_set, train=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | DeviceBatchLoader:
         """Test split, in order, batches of ``eval_batch_size``; never used for model selection."""
         return self._loader(self.test_set, train=False)

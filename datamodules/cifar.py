@@ -18,6 +18,7 @@ from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
 from datamodules.base import ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.gpu_resident import BatchAugmentation
 from datamodules.transforms import cifar_transform
 
 CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -69,8 +70,11 @@ class CIFAR10DataModule(ImageDataModule):
         split_seed: int = 0,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        label_noise: float = 0.0,
+        label_noise_seed: int = 0,
         download: bool = False,
         verify_checksums: bool = True,
+        gpu_resident: bool = False,
     ) -> None:
         super().__init__(
             root=root,
@@ -87,6 +91,8 @@ class CIFAR10DataModule(ImageDataModule):
             split_seed=split_seed,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
+            label_noise=label_noise,
+            label_noise_seed=label_noise_seed,
         )
         self._check_config("num_classes", self.expected_classes, f"classes in {self.dataset_name}")
         self._check_config("in_chans", 3, f"channels of {self.dataset_name} images")
@@ -149,6 +155,10 @@ class CIFAR10DataModule(ImageDataModule):
     def eval_transform(self) -> v2.Compose:
         """The original 32x32 image minus the mean image, single view (PAPER.md §5.1)."""
         return cifar_transform(self._require_mean_image(), train=False)
+
+    def device_transform(self, *, train: bool) -> BatchAugmentation:
+        """The batched, on-device form of ``train_transform()`` / ``eval_transform()`` (``gpu_resident=True``)."""
+        return BatchAugmentation(mean_image=self._require_mean_image(), pad=4 if train else 0, flip=train)
 
     def _require_mean_image(self) -> torch.Tensor:
         if self.mean_image is None:

@@ -20,6 +20,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import v2
 
 from datamodules.base import ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.gpu_resident import BatchAugmentation
 from datamodules.transforms import small_image_transform
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -70,8 +71,11 @@ class FashionMNISTDataModule(ImageDataModule):
         split_seed: int = 0,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        label_noise: float = 0.0,
+        label_noise_seed: int = 0,
         download: bool = False,
         system_dir: str = DEBIAN_DIR,
+        gpu_resident: bool = False,
     ) -> None:
         super().__init__(
             root=root,
@@ -88,6 +92,8 @@ class FashionMNISTDataModule(ImageDataModule):
             split_seed=split_seed,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
+            label_noise=label_noise,
+            label_noise_seed=label_noise_seed,
         )
         self._check_config("num_classes", len(FashionMNIST.classes), "classes in Fashion-MNIST")
         self._check_config("in_chans", 1, "channels of Fashion-MNIST images")
@@ -155,3 +161,10 @@ class FashionMNISTDataModule(ImageDataModule):
     def eval_transform(self) -> v2.Compose:
         """Normalise only."""
         return small_image_transform(self.image_size, self.mean, self.std, train=False)
+
+    def device_transform(self, *, train: bool) -> BatchAugmentation:
+        """The batched, on-device form of ``train_transform()`` / ``eval_transform()`` (``gpu_resident=True``):
+        the border is padded in raw pixels (black), as torchvision pads before normalising."""
+        return BatchAugmentation(
+            mean=self.mean, std=self.std, pad=4 if train else 0, flip=train, pad_before_normalize=True
+        )

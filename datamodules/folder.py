@@ -69,6 +69,8 @@ class _FolderDataModule(ImageDataModule):
         split_seed: int,
         max_train_samples: int | None,
         max_eval_samples: int | None,
+        label_noise: float,
+        label_noise_seed: int,
         skip_corrupt: bool,
     ) -> None:
         super().__init__(
@@ -86,6 +88,8 @@ class _FolderDataModule(ImageDataModule):
             split_seed=split_seed,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
+            label_noise=label_noise,
+            label_noise_seed=label_noise_seed,
         )
         if in_chans not in PIL_MODES:
             raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB) for image folders, got {in_chans}")
@@ -169,6 +173,8 @@ class ImageFolderDataModule(_FolderDataModule):
         split_seed: int = 0,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        label_noise: float = 0.0,
+        label_noise_seed: int = 0,
         skip_corrupt: bool = False,
         test_fraction: float = 0.1,
     ) -> None:
@@ -187,6 +193,8 @@ class ImageFolderDataModule(_FolderDataModule):
             split_seed=split_seed,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
+            label_noise=label_noise,
+            label_noise_seed=label_noise_seed,
             skip_corrupt=skip_corrupt,
         )
         if not 0 < test_fraction < 1:
@@ -242,6 +250,8 @@ class ImageNetDataModule(_FolderDataModule):
         split_seed: int = 0,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        label_noise: float = 0.0,
+        label_noise_seed: int = 0,
         skip_corrupt: bool = False,
     ) -> None:
         super().__init__(
@@ -259,6 +269,8 @@ class ImageNetDataModule(_FolderDataModule):
             split_seed=split_seed,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
+            label_noise=label_noise,
+            label_noise_seed=label_noise_seed,
             skip_corrupt=skip_corrupt,
         )
         self._check_config("in_chans", 3, "channels of ImageNet images")

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from datamodules.base import ImageDataModule, TensorImageDataset
+from datamodules.gpu_resident import BatchAugmentation
 
 PATTERN_GRID = 4  # side of the per-class pattern before upsampling
 PIXEL_SCALE = 48.0  # uint8 units per unit of pattern or noise, around a mid-grey of 127.5
@@ -57,10 +58,13 @@ class SyntheticDataModule(ImageDataModule):
         split_seed: int = 0,
         max_train_samples: int | None = None,
         max_eval_samples: int | None = None,
+        label_noise: float = 0.0,
+        label_noise_seed: int = 0,
         num_train_samples: int = 1024,
         num_test_samples: int = 256,
         noise: float = 1.0,
         seed: int = 0,
+        gpu_resident: bool = False,
     ) -> None:
         super().__init__(
             root=root,
@@ -77,6 +81,8 @@ class SyntheticDataModule(ImageDataModule):
             split_seed=split_seed,
             max_train_samples=max_train_samples,
             max_eval_samples=max_eval_samples,
+            label_noise=label_noise,
+            label_noise_seed=label_noise_seed,
         )
         if num_train_samples < 1 or num_test_samples < 1 or noise < 0:
             raise ValueError("num_train_samples and num_test_samples must be >= 1 and noise >= 0")
@@ -98,3 +104,7 @@ class SyntheticDataModule(ImageDataModule):
     def eval_transform(self) -> v2.Compose:
         """Scale to [0, 1] and normalise."""
         return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+
+    def device_transform(self, *, train: bool) -> BatchAugmentation:
+        """The batched, on-device form of the transforms (``gpu_resident=True``): scale and normalise."""
+        return BatchAugmentation(mean=self.mean, std=self.std)

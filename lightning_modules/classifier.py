@@ -214,11 +214,14 @@ class ImageClassifier(L.LightningModule):
         if "rng_states" in checkpoint:  # resume with the random streams of the interrupted run
             set_rng_states(checkpoint["rng_states"])
 
+    def _run_length(self) -> tuple[int, int]:
+        """(total optimiser steps, steps per epoch) of this fit, from the Trainer."""
+        total = int(self.trainer.estimated_stepping_batches)
+        return total, math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.net, self.hparams.optimizer or {"name": "sgd", "lr": 0.1})
-        total_steps = int(self.trainer.estimated_stepping_batches)  # also sizes the train dataloader
-        steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-        scheduler = build_scheduler(optimizer, self.hparams.scheduler, total_steps, steps_per_epoch)
+        scheduler = build_scheduler(optimizer, self.hparams.scheduler, self._run_length)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

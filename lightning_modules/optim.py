@@ -11,7 +11,7 @@ With ``interval: step`` the milestones count optimiser steps, so the paper's ite
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -48,22 +48,38 @@ def build_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.opti
     return OPTIMIZERS[name](_parameter_groups(model, weight_decay, exclude), **kwargs)
 
 
-def _warmup_cosine(total: int, warmup: int, min_ratio: float) -> Any:
+RunLength = Callable[[], tuple[int, int]]
+
+
+def _warmup_cosine(length: RunLength, per_epoch: bool, warmup: int, min_ratio: float) -> Callable[[int], float]:
+    """LR factor: linear warm-up over ``warmup`` units, then cosine to ``min_ratio`` at the end of the run.
+
+    The run length is asked for only once training runs (the factor at step 0 does not depend on it),
+    so that building the optimiser does not load the training data before a checkpoint is restored.
+    """
+    total: list[int] = []
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if step == 0:
+            return 1.0
+        if not total:
+            steps, steps_per_epoch = length()
+            total.append(max(1, steps // max(1, steps_per_epoch) if per_epoch else steps))
+        progress = min(1.0, (step - warmup) / max(1, total[0] - warmup))
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, settings: Mapping[str, Any] | None, total_steps: int, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer, settings: Mapping[str, Any] | None, length: RunLength
 ) -> dict[str, Any] | None:
     """Lightning ``lr_scheduler`` config for ``settings``; ``None`` for ``name: none``.
 
-    ``total_steps``/``steps_per_epoch`` come from the Trainer and size the cosine schedule.
+    ``length()`` returns ``(total optimiser steps, steps per epoch)`` of the run; it sizes the cosine
+    schedule and is called lazily (see :func:`_warmup_cosine`).
     """
     kwargs = dict(settings or {"name": "none"})
     name = kwargs.pop("name", "none")
@@ -79,10 +95,9 @@ def build_scheduler(
             optimizer, milestones=list(kwargs.pop("milestones")), gamma=float(kwargs.pop("gamma", 0.1))
         )
     else:
-        per_unit = 1 if interval == "step" else max(1, steps_per_epoch)
-        total = max(1, total_steps // per_unit)
-        warmup = int(kwargs.pop("warmup_steps", 0)) if interval == "step" else int(kwargs.pop("warmup_epochs", 0))
-        factor = _warmup_cosine(total, warmup, float(kwargs.pop("min_lr_ratio", 0.0)))
+        per_epoch = interval == "epoch"
+        warmup = int(kwargs.pop("warmup_epochs" if per_epoch else "warmup_steps", 0))
+        factor = _warmup_cosine(length, per_epoch, warmup, float(kwargs.pop("min_lr_ratio", 0.0)))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     for leftover in ("warmup_steps", "warmup_epochs"):
         kwargs.pop(leftover, None)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from files import truncate, write_cifar, write_idx_gz, write_image, write_tree
 from omegaconf import OmegaConf
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from datamodules import (
     CIFAR10DataModule,
@@ -22,6 +22,7 @@ from datamodules import (
     SyntheticDataModule,
 )
 from datamodules.fashion_mnist import DEBIAN_DIR
+from datamodules.resumable import EpochSampler
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
 FAST = dict(num_workers=0, batch_size=8)
@@ -286,7 +287,7 @@ def test_dataloader_settings_and_subsets() -> None:
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (100, 20, 20)
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train.sampler, RandomSampler) and train.drop_last and train.batch_size == 64
+    assert isinstance(train.sampler, EpochSampler) and train.drop_last and train.batch_size == 64
     assert isinstance(val.sampler, SequentialSampler) and not val.drop_last and val.batch_size == 16
     assert train.num_workers == 2 and train.persistent_workers and train.pin_memory == torch.cuda.is_available()
     serial = SyntheticDataModule(num_workers=0, pin_memory=False, max_train_samples=10, batch_size=8)

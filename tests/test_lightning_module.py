@@ -163,7 +163,7 @@ def test_optimizer_settings() -> None:
 
 def lrs(settings: dict, steps: int, total: int = 100, per_epoch: int = 10) -> list[float]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    sched = build_scheduler(opt, settings, total, per_epoch)["scheduler"]
+    sched = build_scheduler(opt, settings, lambda: (total, per_epoch))["scheduler"]
     values = []
     for _ in range(steps):
         values.append(opt.param_groups[0]["lr"])
@@ -187,11 +187,11 @@ def test_cosine_with_warmup() -> None:
 
 def test_scheduler_errors() -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    assert build_scheduler(opt, {"name": "none"}, 10, 1) is None
+    assert build_scheduler(opt, {"name": "none"}, lambda: (10, 1)) is None
     with pytest.raises(ValueError, match="accepted: \\['multistep', 'cosine', 'none'\\]"):
-        build_scheduler(opt, {"name": "onecycle"}, 10, 1)
+        build_scheduler(opt, {"name": "onecycle"}, lambda: (10, 1))
     with pytest.raises(ValueError, match=r"unexpected settings.*'milestone'"):
-        build_scheduler(opt, {"name": "multistep", "milestones": [1], "milestone": 3}, 10, 1)
+        build_scheduler(opt, {"name": "multistep", "milestones": [1], "milestone": 3}, lambda: (10, 1))
 
 
 def test_mixup_and_ema_are_trained_and_evaluated_separately(tmp_path: Path) -> None:

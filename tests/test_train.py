@@ -26,6 +26,12 @@ def run_dir(tmp_path: Path, task: str = "train") -> Path:
     return dirs[0]
 
 
+def eval_dir(tmp_path: Path) -> Path:
+    """The one evaluation directory (runs/<overrides>/<time>/)."""
+    (results,) = (tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json")
+    return results.parent
+
+
 def metrics_rows(run: Path) -> list[dict[str, str]]:
     """Rows of every CSV log version of a run (a resumed run adds a version), oldest first."""
     rows = []
@@ -91,7 +97,7 @@ def test_fashion_mnist_fit_test_wandb_and_eval(tmp_path: Path) -> None:
         f"predict_dir={images}",
         cwd=tmp_path,
     )
-    out = run_dir(tmp_path, "eval")
+    out = eval_dir(tmp_path)
     results = json.loads((out / "eval_results.json").read_text())
     size = results["sizes"]["28"]
     assert 0.0 <= size["test/acc1"] <= size["test/acc5"] <= 1.0
@@ -242,7 +248,7 @@ def test_ddp_two_cpu_processes_sync_metrics(tmp_path: Path) -> None:
         "data.noise=0.5",
         cwd=tmp_path,
     )
-    results = json.loads((run_dir(tmp_path, "eval") / "eval_results.json").read_text())
+    results = json.loads((eval_dir(tmp_path) / "eval_results.json").read_text())
     assert results["sizes"]["16"]["test/acc1"] == pytest.approx(ddp_acc, abs=1e-6), single.stdout
 
 

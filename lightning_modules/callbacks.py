@@ -1,0 +1,82 @@
+"""Lightning callbacks: attention-mask grids during training (PAPER.md §1.4; ``python train.py callbacks=masks``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from lightning_modules.visualize import figure_rgb, mask_figure, mask_heatmaps, save_figure
+
+
+class AttentionMaskLogger(Callback):
+    """Every ``every_n_epochs`` validation epochs, draw every attention module's mask over a fixed batch of the
+    first ``num_images`` validation images (the grid of :mod:`lightning_modules.visualize`).
+
+    The grid is saved as ``<save_dir>/epoch<NNNN>.png`` (default ``<trainer.default_root_dir>/masks``) and, with
+    ``log_to_wandb``, logged to every W&B logger as the image ``attention_masks``. Only rank 0 draws. Needs a
+    validation split; networks without attention modules (the ResNet baselines) are skipped with a warning.
+    """
+
+    def __init__(
+        self, every_n_epochs: int = 1, num_images: int = 8, save_dir: str | None = None, log_to_wandb: bool = True
+    ) -> None:
+        super().__init__()
+        if every_n_epochs < 1 or num_images < 1:
+            raise ValueError(f"every_n_epochs and num_images must be >= 1, got {every_n_epochs} and {num_images}")
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.save_dir = save_dir
+        self.log_to_wandb = log_to_wandb
+        self._batch: tuple[torch.Tensor, list[str]] | None = None
+        self._disabled = False
+
+    def fixed_batch(self, trainer: L.Trainer) -> tuple[torch.Tensor, list[str]] | None:
+        """The first ``num_images`` validation images (the datamodule's ``val_set``, else the validation loader's
+        dataset) and their class names, read once and reused."""
+        if self._batch is None:
+            dataset = getattr(trainer.datamodule, "val_set", None)  # items as the CPU pipeline serves them
+            if dataset is None:
+                loaders = trainer.val_dataloaders
+                loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+                dataset = getattr(loader, "dataset", None)
+            if dataset is None or len(dataset) == 0:
+                return None
+            items = [dataset[i] for i in range(min(self.num_images, len(dataset)))]
+            names = list(getattr(trainer.datamodule, "class_names", None) or [])
+            labels = [names[int(y)] if int(y) < len(names) else str(int(y)) for _, y in items]
+            self._batch = torch.stack([x for x, _ in items]), labels
+        return self._batch
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if trainer.sanity_checking or not trainer.is_global_zero or self._disabled:
+            return
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        net = getattr(pl_module, "net", pl_module)
+        if not hasattr(net, "attention_modules") or next(iter(net.attention_modules()), None) is None:
+            rank_zero_warn(f"AttentionMaskLogger: {type(net).__name__} has no attention modules; nothing to draw")
+            self._disabled = True
+            return
+        batch = self.fixed_batch(trainer)
+        if batch is None:
+            return
+        images, labels = batch
+        heatmaps = mask_heatmaps(pl_module, images.to(pl_module.device))
+        fig = mask_figure(images, heatmaps, labels, f"attention masks M, epoch {epoch}, step {trainer.global_step}")
+        if self.log_to_wandb:
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_image(
+                        key="attention_masks",
+                        images=[figure_rgb(fig)],
+                        caption=[f"epoch {epoch}"],
+                        step=trainer.global_step,
+                    )
+        folder = Path(self.save_dir) if self.save_dir else Path(trainer.default_root_dir) / "masks"
+        save_figure(fig, folder / f"epoch{epoch:04d}.png")

@@ -1,0 +1,145 @@
+"""The results script on hand-written run directories: grouping, mean ± std, paper numbers, missing cells, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lightning_modules.results import TABLES, main, multirun_command, results_markdown
+
+CIFAR = {
+    "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
+    "scheduler": {"name": "multistep", "milestones": [64000, 96000], "gamma": 0.1},
+    "trainer": {"max_steps": 160000},
+}
+
+
+def write_run(
+    logs: Path, task: str, name: str, config: dict[str, Any], metrics: dict[str, float] | None, step: int = 160000
+) -> Path:
+    """A run directory as train.py leaves it: .hydra/config.yaml (with an interpolation) and csv/metrics.csv."""
+    run = logs / task / "multiruns" / name
+    (run / ".hydra").mkdir(parents=True)
+    data = {"_target_": "datamodules.CIFAR10DataModule", "num_classes": 10, "image_size": 32, "batch_size": 64}
+    model = {"mask_type": "mixed", "mask_structure": "hourglass", "attention_residual": True}
+    full = {"task_name": task, "seed": 0, "paths": {"root_dir": "${hydra:runtime.cwd}"}, **CIFAR, "data": data}
+    full["model"] = model
+    for section, values in config.items():
+        full[section] = {**full.get(section, {}), **values}
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(full))
+    if metrics is not None:
+        (run / "csv" / "version_0").mkdir(parents=True)
+        header = ["epoch", "step", "val/acc1", *metrics]
+        rows = [
+            ",".join(header),
+            f"0,{step - 1},0.5" + "," * len(metrics),
+            ",".join(["0", str(step), ""] + [str(v) for v in metrics.values()]),
+        ]
+        (run / "csv" / "version_0" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return run
+
+
+def table3_runs(logs: Path) -> None:
+    for seed, acc in enumerate([0.95, 0.94]):
+        config = {"model": {"name": "att56", "attention_residual": True, "mask_type": "mixed"}, "seed": seed}
+        write_run(logs, "table3", f"arl56-{seed}", {"model": config["model"]}, {"test/acc1": acc})
+    write_run(logs, "table3", "nal56", {"model": {"name": "att56", "attention_residual": False}}, {"test/acc1": 0.9})
+    write_run(logs, "table3", "nal92-unfinished", {"model": {"name": "att92", "attention_residual": False}}, None)
+    write_run(logs, "table3", "other", {"model": {"name": "tiny", "attention_residual": True}}, {"test/acc1": 0.5})
+
+
+def test_table3_layout_statistics_and_notes(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    table3_runs(logs)
+    report = results_markdown("table3", logs)
+    lines = report.splitlines()
+    assert "| network | ARL ours | ARL paper | NAL ours | NAL paper |" in lines
+    assert "| Attention-56 | 5.50 ± 0.71 (n=2) | 5.52 (unverified) | 10.00 (n=1) | 5.89 (unverified) |" in lines
+    assert "| Attention-92 | missing | 4.99 | missing | 5.35 (unverified) |" in lines
+    assert "3 finished run(s)" in report and "1 unfinished, 1 outside" in report
+    assert "nal92-unfinished" in report and str(logs / "table3" / "multiruns" / "other") in report
+    assert "Missing cells: Attention-92 / ARL" in report
+    assert multirun_command("table3") in report
+    assert "(unverified) = recalled from the paper" in report
+    assert "recipe" not in report  # every run follows the paper's settings
+
+
+def test_a_resumed_run_reads_its_newest_csv_log(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    run = write_run(logs, "table4", "local", {"model": {"name": "att56", "mask_structure": "local"}}, {}, step=50)
+    (run / "csv" / "version_1").mkdir()
+    (run / "csv" / "version_1" / "metrics.csv").write_text("step,test/acc1\n160000,0.93\n")
+    assert "| local convolutions | 7.00 (n=1) | 6.48 (unverified) |" in results_markdown("table4", logs)
+
+
+def test_recipe_deviations_and_label_noise_rows(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    for noise in (0.1, 0.3, 0.5, 0.7):
+        for model, acc in (("resnet164", 0.9), ("att92", 0.92)):
+            config = {"model": {"name": model, "mask_type": "mixed", "attention_residual": True}}
+            config["data"] = {"label_noise": noise, "batch_size": 128}
+            write_run(logs, "table5", f"{model}-{noise}", config, {"test/acc1": acc}, step=1000)
+    report = results_markdown("table5", logs)
+    assert "| 70% | 10.00 (n=1) | 17.21 | 8.00 (n=1) | 15.75 |" in report
+    assert "missing" not in report.split("Paper numbers")[0]
+    assert "- `data.batch_size`: 128 in 8 run(s) (paper: 64)" in report
+    assert "- steps trained: 1000 in 8 run(s) (paper: 160000)" in report
+
+
+def test_table7_uses_each_networks_test_size(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    imagenet = {"_target_": "datamodules.ImageNetDataModule", "num_classes": 1000, "image_size": 224}
+    config = {"data": imagenet, "scheduler": {"milestones": [200000, 400000, 500000]}, "trainer": {"max_steps": 530000}}
+    att56 = write_run(
+        logs, "table7", "att56", {**config, "model": {"name": "att56"}}, {"test/acc1": 0.78, "test/acc5": 0.94}, 530000
+    )
+    att92 = write_run(
+        logs, "table7", "att92", {**config, "model": {"name": "att92"}}, {"test/acc1": 0.7, "test/acc5": 0.9}, 530000
+    )
+    (att56 / "csv" / "version_0" / "hparams.yaml").write_text("model/params_total: 31810000\n")
+    evaluation = {
+        "checkpoint": str(att92 / "checkpoints" / "best.ckpt"),
+        "sizes": {"320": {"test/acc1": 0.8, "test/acc5": 0.95}},
+    }
+    (logs / "eval" / "runs" / "x").mkdir(parents=True)
+    (logs / "eval" / "runs" / "x" / "eval_results.json").write_text(json.dumps(evaluation))
+    report = results_markdown("table7", logs)
+    assert "| Attention-56 | 224 | 31.81 / 31.9 | 22.00 (n=1) | 21.76 (README) | 6.00 (n=1) | 5.9 (README) |" in report
+    assert "| Attention-92 | 320 | ? / 51.3 | 20.00 (n=1) | 19.5 (README) | 5.00 (n=1) | 4.8 |" in report
+    assert "| ResNet-152 | 224 | — / 60.2 (unverified) | — | 22.16 (derived) | — | 6.16 (derived) |" in report
+    assert "| AttentionInception-56 | 299 | ? / 31.9 (unverified) | missing |" in report
+
+
+def test_bad_inputs_say_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="known tables: table1, table3, table4, table5, table6, table7"):
+        results_markdown("table2", tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        results_markdown("table1", tmp_path / "nowhere")
+    (tmp_path / "logs").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no runs of table4 found under .*logs.*experiment=table4"):
+        results_markdown("table4", tmp_path / "logs")
+    assert main(["table9", "--logs", str(tmp_path)]) == 1
+    assert "unknown table 'table9'" in capsys.readouterr().err
+    table3_runs(tmp_path / "logs")
+    output = tmp_path / "results" / "t.md"
+    assert main(["all", "--logs", str(tmp_path / "logs"), "--output", str(output)]) == 0
+    assert output.read_text().startswith("## Table 3")
+    assert set(TABLES) == {p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("table*.yaml")}
+
+
+@pytest.mark.slow
+def test_a_run_with_only_an_offline_wandb_log(tmp_path: Path) -> None:
+    import wandb
+
+    run = tmp_path / "logs" / "table1" / "runs" / "mask:channel"
+    config = {"task_name": "table1", "model.mask_type": "channel", "model/params_total": 123456}
+    wandb.init(mode="offline", dir=run, project="test", config=config)
+    wandb.log({"test/acc1": 0.75, "trainer/global_step": 40})
+    wandb.finish()
+    report = results_markdown("table1", tmp_path / "logs")
+    assert "| f2 channel | 25.00 (n=1) | 6.24 (unverified) |" in report
+    assert "- steps trained: 40 in 1 run(s) (paper: 160000)" in report

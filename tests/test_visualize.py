@@ -1,0 +1,118 @@
+"""Attention-mask grids (PAPER.md §1.4): the arrays drawn are the model's own masks; command and callback files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from files import write_tree
+from lightning.pytorch.loggers import WandbLogger
+from test_probe import save_checkpoint
+
+import lightning_modules.callbacks as callbacks_module
+from datamodules import SyntheticDataModule
+from lightning_modules import ImageClassifier
+from lightning_modules.callbacks import AttentionMaskLogger
+from lightning_modules.visualize import main, mask_figure, mask_heatmaps, module_label
+
+ARCH = "resattn_tiny_cifar"
+DATA = ["--data", "synthetic", "--set", "image_size=16", "num_train_samples=64", "num_test_samples=16"]
+
+
+def expected_heatmaps(model: ImageClassifier, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Channel-mean masks from capture_masks, upsampled to the image size: what the grid must show."""
+    with torch.no_grad(), model.net.capture_masks() as masks:
+        model(images)
+    return {
+        name: F.interpolate(m.mean(1, keepdim=True), size=images.shape[-2:], mode="bilinear")[:, 0]
+        for name, m in masks.items()
+    }
+
+
+def drawn_heatmaps(fig: object, names: list[str]) -> dict[str, torch.Tensor]:
+    """The heat-map arrays actually drawn in each module column of the grid (the overlay image of each panel)."""
+    axes = fig.axes  # type: ignore[attr-defined]
+    cols = 1 + len(names)
+    rows = len(axes) // cols
+    return {
+        name: torch.stack([torch.as_tensor(axes[i * cols + j].images[1].get_array()) for i in range(rows)])
+        for j, name in enumerate(names, start=1)
+    }
+
+
+def test_grid_draws_the_models_own_masks() -> None:
+    model = ImageClassifier(ARCH, num_classes=10).eval()
+    images = torch.randn(3, 3, 16, 16)
+    heatmaps = mask_heatmaps(model, images)
+    expected = expected_heatmaps(model, images)
+    assert list(heatmaps) == [name for name, _ in model.net.attention_modules()] == list(expected)
+    for name in expected:
+        assert heatmaps[name].shape == (3, 16, 16)
+        torch.testing.assert_close(heatmaps[name], expected[name])
+    fig = mask_figure(images, heatmaps, ["a", "b", "c"])
+    for name, drawn in drawn_heatmaps(fig, list(heatmaps)).items():
+        torch.testing.assert_close(drawn, expected[name])
+    titles = [ax.get_title() for ax in fig.axes[:4]]
+    assert titles[0] == "input" and titles[2] == "stage 2, module 1\nstages.1.attention.0"
+    assert module_label("stages.0.attention.2") == "stage 1, module 3"
+
+
+def test_command_writes_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = save_checkpoint(ImageClassifier(ARCH, num_classes=10), tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert main(["--ckpt", str(ckpt), *DATA, "--num-images", "2"]) == 0
+    assert (tmp_path / "run" / "masks" / "attention_masks.png").read_bytes()[:4] == b"\x89PNG"
+    write_tree(tmp_path / "mine", ["x"], per_class=2)
+    out = tmp_path / "mine_masks"
+    assert main(["--ckpt", str(ckpt), *DATA, "--images", str(tmp_path / "mine"), "--out", str(out)]) == 0
+    assert "2 images x 3 attention modules" in capsys.readouterr().out
+    assert (out / "attention_masks.png").is_file()
+    # Bad inputs: a missing checkpoint, no data config, unknown data, wrong class count.
+    assert main(["--ckpt", str(tmp_path / "nope.ckpt"), *DATA]) == 1
+    assert "nope.ckpt does not exist" in capsys.readouterr().err
+    assert main(["--ckpt", str(ckpt)]) == 1
+    assert "--data" in capsys.readouterr().err
+    assert main(["--ckpt", str(ckpt), "--data", "cifar11"]) == 1
+    assert "known: cifar10, cifar100" in capsys.readouterr().err
+    assert main(["--ckpt", str(ckpt), *DATA, "num_classes=4"]) == 1
+    assert "trained for 10 classes but the data has 4" in capsys.readouterr().err
+
+
+def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+    original = callbacks_module.mask_figure
+
+    def spy(images: torch.Tensor, heatmaps: dict[str, torch.Tensor], *args: object) -> object:
+        drawn.append((images, heatmaps))
+        return original(images, heatmaps, *args)
+
+    monkeypatch.setattr(callbacks_module, "mask_figure", spy)
+    model = ImageClassifier(ARCH, num_classes=10, optimizer={"name": "sgd", "lr": 0.01})
+    data = SyntheticDataModule(image_size=16, num_train_samples=96, batch_size=16, num_workers=0)
+    callback = AttentionMaskLogger(every_n_epochs=1, num_images=3, save_dir=str(tmp_path / "masks"))
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="test")
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        callbacks=[callback],
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    try:
+        trainer.fit(model, datamodule=data)
+    finally:
+        import wandb
+
+        wandb.finish()
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["epoch0000.png", "epoch0001.png"]
+    assert len(drawn) == 2 and torch.equal(drawn[0][0], drawn[1][0])  # the same fixed batch each time
+    images = torch.stack([data.val_set[i][0] for i in range(3)])
+    torch.testing.assert_close(drawn[1][0], images)
+    model.eval()
+    for name, heat in expected_heatmaps(model, images).items():  # the last grid shows the final weights' masks
+        torch.testing.assert_close(drawn[1][1][name], heat)
+    assert list((tmp_path / "wandb").glob("offline-run-*/files/media/images/attention_masks_*.png"))
