@@ -217,3 +217,24 @@ def test_mixup_is_off_by_default_and_rejects_unknown_settings() -> None:
     assert tiny_classifier(mixup={"mixup_alpha": 0.0, "cutmix_alpha": 0.0}).mixup is None
     with pytest.raises(ValueError, match=r"unknown mixup settings \['alpha'\]"):
         tiny_classifier(mixup={"alpha": 0.2})
+
+
+def test_readme_recipe_loads_a_training_checkpoint_into_timm(tmp_path: Path) -> None:
+    import timm
+
+    model = ImageClassifier("resattn_tiny_cifar", num_classes=10, in_chans=1).eval()
+    ckpt_path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt_path)
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    torch.save(weights, tmp_path / "tiny.pth")
+    net = timm.create_model(
+        "resattn_tiny_cifar",
+        pretrained=True,
+        num_classes=10,
+        in_chans=1,
+        pretrained_cfg_overlay=dict(file=str(tmp_path / "tiny.pth")),
+    ).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), model(x))
