@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from lightning_modules.tasks import register_resolvers
 
@@ -37,6 +40,29 @@ SMOKE_DATA = [
     "data.noise=0.5",
 ]
 SMOKE = SMOKE_TRAINING + SMOKE_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    """Every test starts from the same torch random state."""
+    torch.manual_seed(0)
+
+
+def randomize_bn(module: nn.Module) -> nn.Module:
+    """Non-trivial BN statistics and affine parameters, so that BN is not (almost) the identity in eval mode."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return module.eval()
+
+
+def bn(x: torch.Tensor, m: nn.BatchNorm2d) -> torch.Tensor:
+    """Eval-mode batch norm with the module's statistics, written out."""
+    return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, training=False, eps=m.eps)
 
 
 def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:

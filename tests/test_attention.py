@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import randomize_bn
 from torch import nn
 
 from resattn.attention import AttentionModule
 from resattn.mask import HourglassMask, MaskActivation, SoftMaskBranch
 from resattn.units import PreActBottleneck, ResNeXtBottleneck
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
-def randomize_bn(module: nn.Module) -> nn.Module:
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return module.eval()
 
 
 class ConstantMask(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import bn, randomize_bn
 from torch import nn
 
 from resattn.units import (
@@ -15,27 +16,6 @@ from resattn.units import (
     make_units,
     unit_class,
 )
-
-
-@pytest.fixture(autouse=True)
-def _seed() -> None:
-    torch.manual_seed(0)
-
-
-def randomize_bn(module: nn.Module) -> nn.Module:
-    """Non-trivial BN statistics and affine parameters, so that BN is not (almost) the identity in eval mode."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.5, 0.5)
-    return module.eval()
-
-
-def bn(x: torch.Tensor, m: nn.BatchNorm2d) -> torch.Tensor:
-    return F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, training=False, eps=m.eps)
 
 
 def bn_relu(x: torch.Tensor, seq: nn.Sequential) -> torch.Tensor:
