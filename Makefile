@@ -3,7 +3,7 @@
 #   make test         set up, then run the test suite
 PY := .venv/bin/python
 
-.PHONY: setup quickstart test lint format summary
+.PHONY: setup quickstart test lint format summary bench
 
 setup:
 	@bash scripts/setup.sh
@@ -22,3 +22,6 @@ format: setup
 
 summary: setup
 	$(PY) -m resattn.summary
+
+bench: setup
+	$(PY) -m pip install -q -e ".[bench]" && $(PY) -m benchmarks.run

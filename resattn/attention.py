@@ -59,7 +59,8 @@ class AttentionModule(nn.Module):
     def fuse(self, trunk: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ARL ``T * M + T`` (the prototxt's PROD then SUM) or NAL ``T * M``."""
         attended = trunk * mask
-        return attended + trunk if self.attention_residual else attended
+        # In place: the product's backward needs its inputs, not its output.
+        return attended.add_(trunk) if self.attention_residual else attended
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shared = self.pre(x)

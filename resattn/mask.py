@@ -110,7 +110,8 @@ class HourglassMask(nn.Module):
             bottom_up.append(h)
         for level in reversed(range(len(self.up))):
             encoder = bottom_up[level]
-            h = self.up[level](upsample_to(h, encoder) + self.skips[level](encoder))
+            # In place on the up-sampled tensor: the up-sampling's backward does not need its output.
+            h = self.up[level](upsample_to(h, encoder).add_(self.skips[level](encoder)))
         return upsample_to(h, x)
 
 

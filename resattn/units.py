@@ -58,7 +58,8 @@ class PreActBottleneck(nn.Module):
         z = self.preact(x)
         shortcut = x if self.shortcut is None else self.shortcut(z)
         h = self.conv3(self.act2(self.conv2(self.act1(self.conv1(z)))))
-        return h + shortcut
+        # In place: a convolution's backward does not need its output, so no activation-sized copy is made.
+        return h.add_(shortcut)
 
 
 class ResNeXtBottleneck(nn.Module):
@@ -99,7 +100,7 @@ class ResNeXtBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.shortcut is None else self.shortcut(x)
         h = self.bn3(self.conv3(self.act2(self.conv2(self.act1(self.conv1(x))))))
-        return self.act_out(h + shortcut)
+        return self.act_out(h.add_(shortcut))  # in place: BN's backward does not need its output
 
 
 class InceptionResidualUnit(nn.Module):
@@ -145,7 +146,7 @@ class InceptionResidualUnit(nn.Module):
         shortcut = x if self.shortcut is None else self.shortcut(z)
         reduced = self.reduce(z)
         branches = torch.cat([self.branch1(z), self.branch3(reduced), self.branch5(reduced)], dim=1)
-        return self.mix(self.mix_act(branches)) + shortcut
+        return self.mix(self.mix_act(branches)).add_(shortcut)  # in place on a convolution's output
 
 
 UNIT_TYPES: dict[str, type[nn.Module]] = {

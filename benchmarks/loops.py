@@ -1,0 +1,291 @@
+"""Training loops compared on the same network, optimiser, data and batch: Lightning against bare PyTorch, and
+the Lightning training path with each fast option.
+
+Each :class:`LoopCase` trains an ``ImageClassifier`` network on synthetic images. The loops, from least to most
+work per step:
+
+- ``bare``: ``for images, labels in loader``: forward, cross-entropy, backward, SGD step, zero_grad;
+- ``bare+metrics``: ``bare`` plus what ``ImageClassifier.training_step`` adds (top-1/top-5 accuracy and loss
+  metric updates, the non-finite loss check);
+- ``lightning-minimal``: ``Trainer.fit`` of a LightningModule whose ``training_step`` only returns the loss
+  (the framework's own overhead);
+- ``lightning``: ``Trainer.fit`` of ``ImageClassifier`` as ``train.py`` runs it (progress bar with the refresh
+  rate of ``conf/callbacks/default.yaml``, CSV logger, ``log_every_n_steps`` of ``conf/trainer/cpu.yaml``;
+  checkpointing and validation off, so no disk writes are timed);
+- ``lightning-lean``: ``lightning`` with the training step recommended in BENCHMARKS.md
+  (:class:`benchmarks.lean.LeanClassifier`).
+
+``data="dataloader"`` feeds the datamodule's DataLoader (``num_workers=0``: the data are in memory),
+``data="device"`` the GPU-resident :class:`~datamodules.gpu_resident.DeviceBatchLoader`.
+
+Cases measured together share one process and are interleaved: every case first runs ``warmup`` steps, then
+``repeats`` rounds in which each case in turn runs ``steps + 1`` steps (a Lightning case with a fresh
+``Trainer.fit``). Steps are timed at their end (after ``optimizer.step()`` and ``zero_grad``), so data loading
+between steps counts; the first step of a round only starts the clock. A round gives one img/s figure per case,
+and load changes during the run hit every case alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.measure import Contention
+
+LOOPS = ("bare", "bare+metrics", "lightning-minimal", "lightning", "lightning-lean")
+DATA_PATHS = ("dataloader", "device")
+PRECISIONS = ("32-true", "bf16-mixed")  # Lightning's names
+ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
+
+
+@dataclass(frozen=True)
+class LoopCase:
+    """One training loop on one network and batch."""
+
+    loop: str
+    arch: str = "resattn56_cifar"
+    size: int = 32
+    batch: int = 64
+    data: str = "dataloader"
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: bool = False
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (all cores)
+    warmup: int = 3
+    repeats: int = 3
+    steps: int = 5
+
+    def __post_init__(self) -> None:
+        if self.loop not in LOOPS:
+            raise ValueError(f"unknown loop {self.loop!r}; accepted: {list(LOOPS)}")
+        if self.data not in DATA_PATHS:
+            raise ValueError(f"unknown data path {self.data!r}; accepted: {list(DATA_PATHS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; accepted: {list(PRECISIONS)}")
+
+
+@dataclass
+class LoopResult:
+    """img/s of every timed round, the median step time and how busy the machine was meanwhile."""
+
+    case: LoopCase
+    img_per_s: list[float] = field(default_factory=list)
+    step_ms: float = 0.0
+    warmup_s: float = 0.0
+    contention: float | None = None  # share of the machine's CPU used by other processes in the timed rounds
+    load_before: float = 0.0
+    load_after: float = 0.0
+    error: str | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.img_per_s)
+
+    @property
+    def spread_pct(self) -> float:
+        return 100.0 * (max(self.img_per_s) - min(self.img_per_s)) / self.median
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> LoopResult:
+        return cls(**{**raw, "case": LoopCase(**raw["case"])})
+
+
+def _datamodule(case: LoopCase) -> Any:
+    from datamodules import SyntheticDataModule
+
+    batches = max(case.warmup, case.steps + 1) + 1  # one epoch covers the longest run
+    return SyntheticDataModule(
+        image_size=case.size,
+        model_family="imagenet" if case.size > 64 else "cifar",
+        batch_size=case.batch,
+        num_workers=0,
+        val_fraction=0.0,
+        num_train_samples=case.batch * batches,
+        num_test_samples=case.batch,
+        gpu_resident=case.data == "device",
+    )
+
+
+def _classifier(case: LoopCase, cls: type | None = None) -> Any:
+    from lightning_modules import ImageClassifier
+
+    return (cls or ImageClassifier)(
+        arch=case.arch,
+        num_classes=10,
+        optimizer=OPTIMIZER,
+        scheduler={"name": "none"},
+        channels_last=case.channels_last,
+        compile=case.compile,
+    )
+
+
+class BareLoop:
+    """The plain PyTorch loop (``bare``, ``bare+metrics``) over the datamodule's train loader."""
+
+    def __init__(self, case: LoopCase) -> None:
+        from lightning_modules.optim import build_optimizer
+
+        self.case = case
+        self.module = _classifier(case)
+        datamodule = _datamodule(case)
+        datamodule.setup("fit")
+        self.loader = datamodule.train_dataloader()
+        self.optimizer = build_optimizer(self.module.net, OPTIMIZER)
+        self.batches: Iterator = iter(())
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+    def run(self, steps: int, stamp: Callable[[], None]) -> None:
+        case, net, criterion = self.case, self.module.net, self.module.criterion
+        metrics, losses = self.module.metrics["train_acc"], self.module.losses["train_loss"]
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.precision == "bf16-mixed")
+        net.train()
+        for _ in range(steps):
+            images, targets = self._next_batch()
+            if case.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                logits = net(images)
+                loss = criterion(logits, targets)
+            if case.loop == "bare+metrics":
+                metrics.update(logits, targets)
+                losses.update(loss.detach(), weight=targets.numel())
+                if not torch.isfinite(loss):
+                    raise RuntimeError("non-finite loss")
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            stamp()
+
+
+class LightningLoop:
+    """``Trainer.fit`` as train.py configures it on a CPU (validation and checkpoints off), one fit per run."""
+
+    def __init__(self, case: LoopCase) -> None:
+        from omegaconf import OmegaConf
+
+        from benchmarks.lean import LeanClassifier, MinimalModule
+
+        self.case = case
+        if case.loop == "lightning-minimal":
+            self.module: Any = MinimalModule(_classifier(case).net, OPTIMIZER, case.channels_last)
+        else:
+            self.module = _classifier(case, LeanClassifier if case.loop == "lightning-lean" else None)
+        self.datamodule = _datamodule(case)
+        self.log_every_n_steps = OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml").log_every_n_steps
+        self.refresh_rate = OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml").progress_bar.refresh_rate
+        self.logs = tempfile.TemporaryDirectory()
+
+    def run(self, steps: int, stamp: Callable[[], None]) -> None:
+        import lightning as L
+        from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+        from lightning.pytorch.loggers import CSVLogger
+
+        class StepEnd(Callback):
+            def on_train_batch_end(self, *args: Any) -> None:
+                stamp()
+
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            precision=self.case.precision,
+            log_every_n_steps=self.log_every_n_steps,
+            max_steps=steps,
+            max_epochs=1,  # the data hold one epoch of enough batches; also sizes the schedulers
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            logger=CSVLogger(self.logs.name),
+            callbacks=[StepEnd(), TQDMProgressBar(refresh_rate=self.refresh_rate)],
+            default_root_dir=self.logs.name,
+        )
+        trainer.fit(self.module, datamodule=self.datamodule)
+
+
+def measure_loops(cases: Sequence[LoopCase]) -> list[LoopResult]:
+    """Warm every case up, then interleave ``repeats`` timed rounds of all cases (see the module docstring)."""
+    torch.manual_seed(0)
+    if cases[0].threads:
+        torch.set_num_threads(cases[0].threads)
+    results = [LoopResult(case=case, load_before=os.getloadavg()[0]) for case in cases]
+    loops = [BareLoop(case) if case.loop.startswith("bare") else LightningLoop(case) for case in cases]
+    for loop, result in zip(loops, results, strict=True):
+        start = time.perf_counter()
+        loop.run(loop.case.warmup, lambda: None)
+        result.warmup_s = time.perf_counter() - start
+    step_times: list[list[float]] = [[] for _ in cases]
+    contention = Contention()
+    for repeat in range(max(case.repeats for case in cases)):
+        order = list(enumerate(loops))
+        for i, loop in order if repeat % 2 == 0 else order[::-1]:
+            if repeat >= loop.case.repeats:
+                continue
+            stamps: list[float] = []
+            loop.run(loop.case.steps + 1, lambda stamps=stamps: stamps.append(time.perf_counter()))
+            results[i].img_per_s.append(loop.case.steps * loop.case.batch / (stamps[-1] - stamps[0]))
+            step_times[i] += [b - a for a, b in itertools.pairwise(stamps)]
+    others = contention.others()
+    for result, times in zip(results, step_times, strict=True):
+        result.step_ms = 1e3 * statistics.median(times)
+        result.contention = others
+        result.load_after = os.getloadavg()[0]
+    return results
+
+
+def run_loop_cases(cases: Sequence[LoopCase], timeout: float | None = None) -> list[LoopResult]:
+    """:func:`measure_loops` in a fresh process; a failure comes back as results with ``error`` set."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    payload = json.dumps([dataclasses.asdict(case) for case in cases])
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.loops", payload],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return [LoopResult(case=case, error=f"timeout after {timeout}s") for case in cases]
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("["):
+        message = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return [LoopResult(case=case, error=message) for case in cases]
+    return [LoopResult.from_dict(raw) for raw in json.loads(lines[-1])]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit("usage: python -m benchmarks.loops '<list of LoopCases as JSON>'")
+    cases = [LoopCase(**raw) for raw in json.loads(args[0])]
+    try:
+        results = measure_loops(cases)
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"[:300]
+        results = [LoopResult(case=case, error=message) for case in cases]
+    print(json.dumps([dataclasses.asdict(result) for result in results]))
+
+
+if __name__ == "__main__":
+    main()

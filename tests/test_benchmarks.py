@@ -1,0 +1,85 @@
+"""The benchmark entry point in its quickest form: tables, CSVs and the plot are written (no timing assertions)."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.measure import Case, PhaseResult, Result
+from benchmarks.plot import plot_throughput
+from benchmarks.run import DOC_BEGIN, DOC_END, resattn_default, update_benchmarks_md
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
+    args = ["--quick", "--sections", "models,loops,data", "--variants", "resattn_tiny_cifar", "--sizes", "16"]
+    args += ["--precisions", "fp32", "--formats", "nchw,channels_last", "--loop-arch", "resattn_tiny_cifar"]
+    args += ["--small-batch", "8", "--repeats", "2", "--loop-steps", "1", "--loops", "bare,lightning"]
+    args += ["--retries", "0", "--threads", "1", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "results.md",
+        "models.csv",
+        "loops.csv",
+        "data.csv",
+        "throughput.png",
+    }
+
+    models = read_csv(tmp_path / "models.csv")
+    assert [(r["memory_format"], r["error"]) for r in models] == [("nchw", ""), ("channels_last", "")]
+    for column in ("params_m", "gmacs", "train_img_s_median", "eval_img_s_median", "train_peak_mem_mib"):
+        assert all(float(r[column]) > 0 for r in models), column
+    assert all(len(r["train_img_s_repeats"].split(";")) == 2 for r in models)
+    assert {"train_spread_pct", "eval_peak_mem_mib", "train_contention", "load_before", "threads"} <= set(models[0])
+
+    loops = read_csv(tmp_path / "loops.csv")
+    expected = [("bare", "dataloader"), ("lightning", "dataloader"), ("bare", "device"), ("lightning", "device")]
+    assert [(r["loop"], r["data"]) for r in loops] == expected
+    assert all(float(r["step_ms"]) > 0 and not r["error"] for r in loops)
+    assert {r["pipeline"].split(":")[0] for r in read_csv(tmp_path / "data.csv")} >= {"GPU-resident"}
+
+    report = (tmp_path / "results.md").read_text()
+    for title in ("Variants: params, GMACs", "Lightning training loop vs a bare PyTorch loop", "Data pipelines"):
+        assert title in report
+    assert "| variant | input | batch | precision/format/mode | params (M) | GMACs/img | train img/s |" in report
+    assert "Lightning loop overhead vs bare PyTorch" in report  # the goals table
+    assert "torch threads | 1 (--threads)" in report
+
+
+def test_plot_and_doc_update(tmp_path: Path) -> None:
+    case = Case("resattn", "resattn_tiny_cifar", 32, 8)
+    result = Result(
+        case, 0.07, 0.008, {"train": PhaseResult([10.0, 12.0], 100.0, 0.5), "eval": PhaseResult([30.0], None, 0.1)}
+    )
+    assert plot_throughput([result], tmp_path / "plot.png") == tmp_path / "plot.png"
+    assert (tmp_path / "plot.png").stat().st_size > 0
+    assert plot_throughput([Result(case, 0.0, None, error="boom")], tmp_path / "none.png") is None
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(f"intro\n{DOC_BEGIN}\nold\n{DOC_END}\noutro\n")
+    update_benchmarks_md(doc, "new tables")
+    assert doc.read_text() == f"intro\n{DOC_BEGIN}\n\nnew tables\n{DOC_END}\noutro\n"
+    doc.write_text("no markers")
+    with pytest.raises(ValueError, match="markers"):
+        update_benchmarks_md(doc, "x")
+
+
+def test_resattn_default_reads_the_training_configs() -> None:
+    for device in ("cpu", "cuda"):
+        precision, memory_format, mode = resattn_default(device)
+        assert precision in ("fp32", "bf16-mixed") and memory_format in ("nchw", "channels_last")
+        assert mode in ("eager", "compile")
+    assert resattn_default("cuda")[0] == "bf16-mixed"  # conf/trainer/gpu.yaml
