@@ -1,8 +1,10 @@
 """Training loops compared on the same network, optimiser, data and batch: Lightning against bare PyTorch, and
 the Lightning training path with each fast option.
 
-Each :class:`LoopCase` trains an ``ImageClassifier`` network on synthetic images. The loops, from least to most
-work per step:
+Each :class:`LoopCase` trains an ``ImageClassifier`` network with CIFAR-10's datamodule and recipe (mean image,
+zero-pad 4 random crop, flip) over random in-memory 32x32 images. ``arch=PROBE`` swaps the network for one
+linear layer, whose ~1 ms steps make the loops' own per-step costs visible. The loops, from least to most work
+per step:
 
 - ``bare``: ``for images, labels in loader``: forward, cross-entropy, backward, SGD step, zero_grad;
 - ``bare+metrics``: ``bare`` plus what ``ImageClassifier.training_step`` adds (top-1/top-5 accuracy and loss
@@ -28,7 +30,6 @@ and load changes during the run hit every case alike.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 import statistics
@@ -49,7 +50,9 @@ LOOPS = ("bare", "bare+metrics", "lightning-minimal", "lightning", "lightning-le
 DATA_PATHS = ("dataloader", "device")
 PRECISIONS = ("32-true", "bf16-mixed")  # Lightning's names
 ROOT = Path(__file__).resolve().parents[1]
-OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
+PROBE = "linear-probe"  # a one-layer network: its steps take ~1 ms, so the loops' own costs stand out
+# the paper's SGD; build_optimizer uses the fused implementation on CUDA only
+OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4, "fused": True}
 
 
 @dataclass(frozen=True)
@@ -57,13 +60,13 @@ class LoopCase:
     """One training loop on one network and batch."""
 
     loop: str
-    arch: str = "resattn56_cifar"
-    size: int = 32
+    arch: str = "resattn56_cifar"  # a timm name, or PROBE
     batch: int = 64
     data: str = "dataloader"
     precision: str = "32-true"
     channels_last: bool = False
     compile: bool = False
+    device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (all cores)
     warmup: int = 3
     repeats: int = 3
@@ -84,7 +87,7 @@ class LoopResult:
 
     case: LoopCase
     img_per_s: list[float] = field(default_factory=list)
-    step_ms: float = 0.0
+    step_ms: float = 0.0  # batch / median img/s
     warmup_s: float = 0.0
     contention: float | None = None  # share of the machine's CPU used by other processes in the timed rounds
     load_before: float = 0.0
@@ -105,32 +108,37 @@ class LoopResult:
 
 
 def _datamodule(case: LoopCase) -> Any:
-    from datamodules import SyntheticDataModule
+    """CIFAR-10's datamodule and recipe (mean image, pad-crop, flip) over random in-memory images."""
+    from benchmarks.data import InMemoryCIFAR10
 
     batches = max(case.warmup, case.steps + 1) + 1  # one epoch covers the longest run
-    return SyntheticDataModule(
-        image_size=case.size,
-        model_family="imagenet" if case.size > 64 else "cifar",
+    datamodule = InMemoryCIFAR10(
+        root="",
+        num_classes=10,
         batch_size=case.batch,
         num_workers=0,
         val_fraction=0.0,
-        num_train_samples=case.batch * batches,
-        num_test_samples=case.batch,
         gpu_resident=case.data == "device",
     )
+    datamodule.num_images = case.batch * batches
+    return datamodule
 
 
 def _classifier(case: LoopCase, cls: type | None = None) -> Any:
+    """``ImageClassifier`` (or ``cls``) of the case's ``arch``; the probe swaps in a one-layer network."""
     from lightning_modules import ImageClassifier
 
-    return (cls or ImageClassifier)(
-        arch=case.arch,
+    module = (cls or ImageClassifier)(
+        arch="resattn_tiny_cifar" if case.arch == PROBE else case.arch,
         num_classes=10,
         optimizer=OPTIMIZER,
         scheduler={"name": "none"},
         channels_last=case.channels_last,
         compile=case.compile,
     )
+    if case.arch == PROBE:
+        module.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    return module
 
 
 class BareLoop:
@@ -140,10 +148,16 @@ class BareLoop:
         from lightning_modules.optim import build_optimizer
 
         self.case = case
-        self.module = _classifier(case)
+        self.device = torch.device(case.device)
+        self.module = _classifier(case).to(self.device)
         datamodule = _datamodule(case)
         datamodule.setup("fit")
         self.loader = datamodule.train_dataloader()
+        if case.data == "device":  # what the Trainer's device does in the datamodule
+            self.loader.images, self.loader.labels = (
+                self.loader.images.to(self.device),
+                self.loader.labels.to(self.device),
+            )
         self.optimizer = build_optimizer(self.module.net, OPTIMIZER)
         self.batches: Iterator = iter(())
 
@@ -157,10 +171,10 @@ class BareLoop:
     def run(self, steps: int, stamp: Callable[[], None]) -> None:
         case, net, criterion = self.case, self.module.net, self.module.criterion
         metrics, losses = self.module.metrics["train_acc"], self.module.losses["train_loss"]
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.precision == "bf16-mixed")
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16-mixed")
         net.train()
         for _ in range(steps):
-            images, targets = self._next_batch()
+            images, targets = (t.to(self.device, non_blocking=True) for t in self._next_batch())
             if case.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast:
@@ -178,7 +192,7 @@ class BareLoop:
 
 
 class LightningLoop:
-    """``Trainer.fit`` as train.py configures it on a CPU (validation and checkpoints off), one fit per run."""
+    """``Trainer.fit`` as train.py configures it (validation and checkpoints off), one fit per run."""
 
     def __init__(self, case: LoopCase) -> None:
         from omegaconf import OmegaConf
@@ -204,10 +218,12 @@ class LightningLoop:
             def on_train_batch_end(self, *args: Any) -> None:
                 stamp()
 
+        gpu = self.case.device == "cuda"
         trainer = L.Trainer(
-            accelerator="cpu",
+            accelerator="gpu" if gpu else "cpu",
             devices=1,
             precision=self.case.precision,
+            benchmark=gpu,  # cudnn.benchmark, as conf/trainer/gpu.yaml
             log_every_n_steps=self.log_every_n_steps,
             max_steps=steps,
             max_epochs=1,  # the data hold one epoch of enough batches; also sizes the schedulers
@@ -222,6 +238,22 @@ class LightningLoop:
         trainer.fit(self.module, datamodule=self.datamodule)
 
 
+class RoundClock:
+    """Called at the end of every step of a round; keeps the first and the last step's end times. On a GPU it
+    synchronises the device at those two steps only, so the steps in between run as they would in training."""
+
+    def __init__(self, stamps: list[float], case: LoopCase) -> None:
+        self.stamps, self.last, self.step = stamps, case.steps + 1, 0
+        self.sync = torch.cuda.synchronize if case.device == "cuda" else None
+
+    def __call__(self) -> None:
+        self.step += 1
+        if self.step in (1, self.last):
+            if self.sync is not None:
+                self.sync()
+            self.stamps.append(time.perf_counter())
+
+
 def measure_loops(cases: Sequence[LoopCase]) -> list[LoopResult]:
     """Warm every case up, then interleave ``repeats`` timed rounds of all cases (see the module docstring)."""
     torch.manual_seed(0)
@@ -233,7 +265,6 @@ def measure_loops(cases: Sequence[LoopCase]) -> list[LoopResult]:
         start = time.perf_counter()
         loop.run(loop.case.warmup, lambda: None)
         result.warmup_s = time.perf_counter() - start
-    step_times: list[list[float]] = [[] for _ in cases]
     contention = Contention()
     for repeat in range(max(case.repeats for case in cases)):
         order = list(enumerate(loops))
@@ -241,12 +272,11 @@ def measure_loops(cases: Sequence[LoopCase]) -> list[LoopResult]:
             if repeat >= loop.case.repeats:
                 continue
             stamps: list[float] = []
-            loop.run(loop.case.steps + 1, lambda stamps=stamps: stamps.append(time.perf_counter()))
+            loop.run(loop.case.steps + 1, RoundClock(stamps, loop.case))
             results[i].img_per_s.append(loop.case.steps * loop.case.batch / (stamps[-1] - stamps[0]))
-            step_times[i] += [b - a for a, b in itertools.pairwise(stamps)]
     others = contention.others()
-    for result, times in zip(results, step_times, strict=True):
-        result.step_ms = 1e3 * statistics.median(times)
+    for result in results:
+        result.step_ms = 1e3 * result.case.batch / statistics.median(result.img_per_s)
         result.contention = others
         result.load_after = os.getloadavg()[0]
     return results

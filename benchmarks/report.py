@@ -116,7 +116,6 @@ def loop_row(result: LoopResult) -> dict[str, object]:
     return {
         "loop": case.loop,
         "arch": case.arch,
-        "size": case.size,
         "batch": case.batch,
         "data": case.data,
         "precision": case.precision,

@@ -17,6 +17,10 @@ from torch import nn
 
 from lightning_modules.tasks import register_resolvers
 
+# W&B never reaches a server from the tests (in-process loggers included), whatever the user's settings.
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("WANDB_SILENT", "true")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 

@@ -23,8 +23,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
     args = ["--quick", "--sections", "models,loops,data", "--variants", "resattn_tiny_cifar", "--sizes", "16"]
     args += ["--precisions", "fp32", "--formats", "nchw,channels_last", "--loop-arch", "resattn_tiny_cifar"]
-    args += ["--small-batch", "8", "--repeats", "2", "--loop-steps", "1", "--loops", "bare,lightning"]
-    args += ["--retries", "0", "--threads", "1", "--out", str(tmp_path)]
+    args += ["--small-batch", "8", "--repeats", "2", "--loop-steps", "1", "--probe-steps", "2"]
+    args += ["--loops", "bare,lightning", "--retries", "0", "--threads", "1", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
@@ -46,8 +46,10 @@ def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
     assert {"train_spread_pct", "eval_peak_mem_mib", "train_contention", "load_before", "threads"} <= set(models[0])
 
     loops = read_csv(tmp_path / "loops.csv")
-    expected = [("bare", "dataloader"), ("lightning", "dataloader"), ("bare", "device"), ("lightning", "device")]
-    assert [(r["loop"], r["data"]) for r in loops] == expected
+    network = [("bare", "dataloader"), ("lightning", "dataloader"), ("bare", "device"), ("lightning", "device")]
+    probe = [("bare", "device"), ("lightning", "device"), ("bare", "dataloader"), ("lightning", "dataloader")]
+    expected = [("resattn_tiny_cifar", *row) for row in network] + [("linear-probe", *row) for row in probe]
+    assert [(r["arch"], r["loop"], r["data"]) for r in loops] == expected
     assert all(float(r["step_ms"]) > 0 and not r["error"] for r in loops)
     assert {r["pipeline"].split(":")[0] for r in read_csv(tmp_path / "data.csv")} >= {"GPU-resident"}
 
