@@ -31,7 +31,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def seeded(seed: int) -> Iterator[None]:
     """Run a block with torch's CPU generator seeded, restoring the outer stream afterwards."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # only the CPU generator: torch.manual_seed would also queue a lazy seeding of every accelerator,
+        # formatting a Python stack trace each time, for every sample
+        torch.default_generator.manual_seed(seed)
         yield
 
 

@@ -43,12 +43,19 @@ def build_network(
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
+    """Top-1/top-5 accuracy without torchmetrics' argument checks, which read the targets back to the host
+    every step (``torch.unique``); the cross-entropy beside them already rejects out-of-range targets."""
     return MetricCollection(
         {
-            "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+            "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False),
+            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro", validate_args=False),
         }
     )
+
+
+def _mean_loss() -> MeanMetric:
+    """Mean loss that keeps a NaN (the default ``nan_strategy`` drops it after a host-side ``isnan().any()``)."""
+    return MeanMetric(nan_strategy="disable")
 
 
 def _build_mixup(settings: dict[str, float] | None, label_smoothing: float, num_classes: int) -> Mixup | None:
@@ -63,7 +70,7 @@ def _build_mixup(settings: dict[str, float] | None, label_smoothing: float, num_
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss is NaN or infinite; the last good checkpoint is kept."""
+    """Raised when a training loss was NaN or infinite; no checkpoint is written after that step."""
 
 
 class ImageClassifier(L.LightningModule):
@@ -96,7 +103,7 @@ class ImageClassifier(L.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
-        channels_last: bool = False,
+        channels_last: bool = True,
         compile: bool = False,
         mixup: dict[str, float] | None = None,
         ema_decay: float | None = None,
@@ -115,15 +122,16 @@ class ImageClassifier(L.LightningModule):
         )
         # Keyed "<stage>_..." because a ModuleDict key "train" would shadow nn.Module.train.
         self.metrics = nn.ModuleDict({f"{s}_acc": _accuracy_metrics(num_classes).clone(prefix=f"{s}/") for s in STAGES})
-        self.losses = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in STAGES})
+        self.losses = nn.ModuleDict({f"{s}_loss": _mean_loss() for s in STAGES})
         if self.ema is not None:
             for s in EVAL_STAGES:
                 self.metrics[f"{s}_ema_acc"] = _accuracy_metrics(num_classes).clone(prefix=f"{s}/ema_")
-                self.losses[f"{s}_ema_loss"] = MeanMetric()
+                self.losses[f"{s}_ema_loss"] = _mean_loss()
         self.val_acc1_best = MaxMetric()
         self.val_acc1_best.persistent(True)  # saved in checkpoints, so a resumed run keeps its best
         self.test_per_class = MulticlassAccuracy(num_classes, average="none")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._first_nonfinite: torch.Tensor | None = None  # see _watch_loss
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -162,22 +170,50 @@ class ImageClassifier(L.LightningModule):
             logits = self(images)
             loss = self.criterion(logits, targets)
         self._update_metrics("train", logits, targets, loss)
-        if not torch.isfinite(loss):
-            # Raised before backward and the optimiser step, so the weights stay finite and the last
-            # checkpoint on disk (last.ckpt) stays the last good one.
-            raise NonFiniteLossError(
-                f"training loss became {loss.item()} at global step {self.global_step}; stopping before the "
-                "update. Lower the learning rate, enable gradient clipping (trainer.gradient_clip_val) or "
-                "check the data; the last good checkpoint is kept as last.ckpt"
-            )
-        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self._watch_loss(loss)
+        if (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+            # the only steps whose values reach the loggers: the host reads the device here, not every step
+            self.check_finite()
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def _watch_loss(self, loss: torch.Tensor) -> None:
+        """Remember, on the device, the global step of the first non-finite loss (-1 while there is none).
+
+        Testing the loss on the host every step would stop a GPU's queue once per step; the flag is read by
+        :meth:`check_finite` on logging steps, at the end of every epoch and before every checkpoint.
+        """
+        step = torch.full((), self.global_step, dtype=torch.long, device=loss.device)
+        first = torch.full_like(step, -1) if self._first_nonfinite is None else self._first_nonfinite
+        self._first_nonfinite = torch.where((first < 0) & ~torch.isfinite(loss.detach()), step, first)
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a training loss of this fit was NaN or infinite, on any rank.
+
+        Under DDP every rank calls this at the same points and takes the earliest step over all ranks, so
+        they stop together instead of leaving the others waiting in the next all-reduce.
+        """
+        none = torch.iinfo(torch.long).max
+        first = torch.full((), none, dtype=torch.long, device=self.device)
+        if self._first_nonfinite is not None:
+            first = torch.where(self._first_nonfinite >= 0, self._first_nonfinite, first)
+        if self._trainer is not None:
+            first = self.trainer.strategy.reduce(first, reduce_op="min")
+        first = int(first)
+        if first != none:
+            raise NonFiniteLossError(
+                f"the training loss was not finite at global step {first} (found at step {self.global_step}); "
+                "stopping without saving the weights of those steps: the checkpoints on disk, last.ckpt "
+                "included, are from before it. Lower the learning rate, enable gradient clipping "
+                "(trainer.gradient_clip_val) or check the data, then rerun the command to resume from last.ckpt"
+            )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update(self.net, step=self.global_step)
 
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         self._log_epoch("train")
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -203,6 +239,7 @@ class ImageClassifier(L.LightningModule):
         self.test_confusion.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()  # before anything is written: a checkpoint never holds weights of a non-finite step
         checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -22,6 +22,8 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules.precision import fast_precision
+
 log = logging.getLogger(__name__)
 MAX_RUN_NAME = 200  # file names may have 255 bytes
 
@@ -38,10 +40,15 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+RESOLVERS = {"run_name": run_name, "fast_precision": fast_precision}
+
+
 def register_resolvers() -> None:
-    """Register the ``${run_name:...}`` resolver used by the hydra and logger configs."""
-    if not OmegaConf.has_resolver("run_name"):
-        OmegaConf.register_new_resolver("run_name", run_name)
+    """Register the resolvers of the configs: ``${run_name:...}`` (hydra, logger) and ``${fast_precision:...}``
+    (trainer)."""
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def instantiate_dict(section: DictConfig | None, kind: type) -> list[Any]:

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules import ImageClassifier, NonFiniteLossError
+from lightning_modules.checkpointing import LastCheckpoint
 from lightning_modules.checkpoints import CheckpointError, load_classifier, read_checkpoint
 from lightning_modules.optim import build_optimizer, build_scheduler
 
@@ -135,17 +136,29 @@ def test_checkpoint_errors(tmp_path: Path) -> None:
         ImageClassifier.load_from_checkpoint(evil, weights_only=True)
 
 
-def test_nan_loss_stops_before_the_update(tmp_path: Path) -> None:
+def test_nan_loss_stops_before_any_checkpoint_holds_its_weights(tmp_path: Path) -> None:
     _, val = loaders()
     model = tiny_classifier(optimizer={"name": "sgd", "lr": 0.1})
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    bad = DataLoader(TensorDataset(torch.full((8, 3, 16, 16), float("nan")), torch.zeros(8, dtype=torch.long)))
-    with pytest.raises(NonFiniteLossError, match="training loss became nan at global step 0"):
-        trainer(tmp_path).fit(model, bad, val)
-    after = model.state_dict()
-    assert all(
-        torch.equal(before[k], after[k]) for k in before if "num_batches_tracked" not in k and "running" not in k
-    )
+    x = torch.randn(24, 3, 16, 16)
+    x[12:16] = float("nan")  # the fourth batch of four: global step 3
+    bad = DataLoader(TensorDataset(x, torch.arange(24) % 4), batch_size=4)
+    last = LastCheckpoint(str(tmp_path / "ckpt"), every_n_train_steps=1)
+    fit = trainer(tmp_path, callbacks=[last], log_every_n_steps=50)
+    with pytest.raises(NonFiniteLossError, match="not finite at global step 3 \\(found at step 4\\)"):
+        fit.fit(model, bad, val)
+    saved = read_checkpoint(last.path)
+    assert saved["global_step"] == 3
+    weights = {k: v for k, v in saved["state_dict"].items() if k.startswith("net.") and v.is_floating_point()}
+    assert len(weights) > 10 and all(v.isfinite().all() for v in weights.values())
+    assert sorted(p.name for p in last.dirpath.iterdir()) == ["last.ckpt"]  # no partial file of step 4
+
+
+def test_nan_loss_is_found_on_logging_steps_without_checkpoints(tmp_path: Path) -> None:
+    _, val = loaders()
+    x = torch.full((24, 3, 16, 16), float("inf"))
+    bad = DataLoader(TensorDataset(x, torch.arange(24) % 4), batch_size=4)
+    with pytest.raises(NonFiniteLossError, match="not finite at global step 0 \\(found at step 1\\)"):
+        trainer(tmp_path, log_every_n_steps=2).fit(tiny_classifier(), bad, val)
 
 
 def test_optimizer_settings() -> None:

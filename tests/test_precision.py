@@ -1,0 +1,54 @@
+"""Fast defaults: the per-accelerator precision resolver and channels_last, as the configs and the module use them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from lightning_modules import ImageClassifier
+from lightning_modules.precision import fast_precision, native_bf16_cpu
+from tests.conftest import compose_config
+
+
+def test_cpu_precision_is_bf16_mixed_exactly_where_the_cpu_has_bf16() -> None:
+    assert fast_precision("cpu") == ("bf16-mixed" if native_bf16_cpu() else "32-true")
+
+
+def test_gpu_precision_keeps_bf16_mixed_without_a_visible_gpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("decided by the visible GPU's bf16 support")
+    assert fast_precision("gpu") == "bf16-mixed"
+
+
+def test_unknown_accelerator_is_rejected_with_the_accepted_names() -> None:
+    with pytest.raises(ValueError, match="unknown accelerator 'tpu'; accepted: cpu, gpu"):
+        fast_precision("tpu")
+
+
+def test_train_config_resolves_the_fast_defaults(tmp_path: Path) -> None:
+    cfg = compose_config("train", ["model=tiny", "data=synthetic"], tmp_path)
+    assert cfg.trainer.precision == fast_precision("cpu")
+    assert cfg.module.channels_last is True
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert trainer.precision == fast_precision("cpu")
+    forced = compose_config("train", ["model=tiny", "data=synthetic", "trainer.precision=32-true"], tmp_path)
+    assert forced.trainer.precision == "32-true"
+    gpu = compose_config("train", ["model=tiny", "data=synthetic", "trainer=gpu"], tmp_path)
+    assert gpu.trainer.precision in ("bf16-mixed", "16-mixed")
+
+
+def test_channels_last_module_computes_what_the_nchw_module_computes() -> None:
+    torch.manual_seed(0)
+    fast = ImageClassifier("resattn_tiny_cifar", num_classes=4).eval()
+    plain = ImageClassifier("resattn_tiny_cifar", num_classes=4, channels_last=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    weights = [p for p in fast.net.parameters() if p.dim() == 4]
+    assert len(weights) > 10
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert all(p.is_contiguous() for p in plain.net.parameters())
+    x = torch.randn(2, 3, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
