@@ -8,14 +8,12 @@ per step:
 
 - ``bare``: ``for images, labels in loader``: forward, cross-entropy, backward, SGD step, zero_grad;
 - ``bare+metrics``: ``bare`` plus what ``ImageClassifier.training_step`` adds (top-1/top-5 accuracy and loss
-  metric updates, the non-finite loss check);
+  metric updates, the on-device non-finite loss flag);
 - ``lightning-minimal``: ``Trainer.fit`` of a LightningModule whose ``training_step`` only returns the loss
   (the framework's own overhead);
 - ``lightning``: ``Trainer.fit`` of ``ImageClassifier`` as ``train.py`` runs it (progress bar with the refresh
   rate of ``conf/callbacks/default.yaml``, CSV logger, ``log_every_n_steps`` of ``conf/trainer/cpu.yaml``;
-  checkpointing and validation off, so no disk writes are timed);
-- ``lightning-lean``: ``lightning`` with the training step recommended in BENCHMARKS.md
-  (:class:`benchmarks.lean.LeanClassifier`).
+  checkpointing and validation off, so no disk writes are timed).
 
 ``data="dataloader"`` feeds the datamodule's DataLoader (``num_workers=0``: the data are in memory),
 ``data="device"`` the GPU-resident :class:`~datamodules.gpu_resident.DeviceBatchLoader`.
@@ -44,9 +42,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.measure import Contention
+from benchmarks.measure import Contention, set_threads, worker_env
 
-LOOPS = ("bare", "bare+metrics", "lightning-minimal", "lightning", "lightning-lean")
+LOOPS = ("bare", "bare+metrics", "lightning-minimal", "lightning")
 DATA_PATHS = ("dataloader", "device")
 PRECISIONS = ("32-true", "bf16-mixed")  # Lightning's names
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +65,7 @@ class LoopCase:
     channels_last: bool = False
     compile: bool = False
     device: str = "cpu"
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (all cores)
+    threads: int = 0  # torch intra-op threads; 0: $RESATTN_BENCH_THREADS if set, else torch's default
     warmup: int = 3
     repeats: int = 3
     steps: int = 5
@@ -90,6 +88,7 @@ class LoopResult:
     step_ms: float = 0.0  # batch / median img/s
     warmup_s: float = 0.0
     contention: float | None = None  # share of the machine's CPU used by other processes in the timed rounds
+    threads: int = 0  # torch intra-op threads it ran with
     load_before: float = 0.0
     load_after: float = 0.0
     error: str | None = None
@@ -124,11 +123,11 @@ def _datamodule(case: LoopCase) -> Any:
     return datamodule
 
 
-def _classifier(case: LoopCase, cls: type | None = None) -> Any:
-    """``ImageClassifier`` (or ``cls``) of the case's ``arch``; the probe swaps in a one-layer network."""
+def _classifier(case: LoopCase) -> Any:
+    """``ImageClassifier`` of the case's ``arch``; the probe swaps in a one-layer network."""
     from lightning_modules import ImageClassifier
 
-    module = (cls or ImageClassifier)(
+    module = ImageClassifier(
         arch="resattn_tiny_cifar" if case.arch == PROBE else case.arch,
         num_classes=10,
         optimizer=OPTIMIZER,
@@ -173,6 +172,7 @@ class BareLoop:
         metrics, losses = self.module.metrics["train_acc"], self.module.losses["train_loss"]
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=case.precision == "bf16-mixed")
         net.train()
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         for _ in range(steps):
             images, targets = (t.to(self.device, non_blocking=True) for t in self._next_batch())
             if case.channels_last:
@@ -183,12 +183,13 @@ class BareLoop:
             if case.loop == "bare+metrics":
                 metrics.update(logits, targets)
                 losses.update(loss.detach(), weight=targets.numel())
-                if not torch.isfinite(loss):
-                    raise RuntimeError("non-finite loss")
+                nonfinite |= ~torch.isfinite(loss.detach())
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             stamp()
+        if nonfinite:
+            raise RuntimeError("non-finite loss")
 
 
 class LightningLoop:
@@ -197,13 +198,13 @@ class LightningLoop:
     def __init__(self, case: LoopCase) -> None:
         from omegaconf import OmegaConf
 
-        from benchmarks.lean import LeanClassifier, MinimalModule
+        from benchmarks.minimal import MinimalModule
 
         self.case = case
         if case.loop == "lightning-minimal":
             self.module: Any = MinimalModule(_classifier(case).net, OPTIMIZER, case.channels_last)
         else:
-            self.module = _classifier(case, LeanClassifier if case.loop == "lightning-lean" else None)
+            self.module = _classifier(case)
         self.datamodule = _datamodule(case)
         self.log_every_n_steps = OmegaConf.load(ROOT / "conf" / "trainer" / "cpu.yaml").log_every_n_steps
         self.refresh_rate = OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml").progress_bar.refresh_rate
@@ -257,8 +258,7 @@ class RoundClock:
 def measure_loops(cases: Sequence[LoopCase]) -> list[LoopResult]:
     """Warm every case up, then interleave ``repeats`` timed rounds of all cases (see the module docstring)."""
     torch.manual_seed(0)
-    if cases[0].threads:
-        torch.set_num_threads(cases[0].threads)
+    set_threads(cases[0].threads)
     results = [LoopResult(case=case, load_before=os.getloadavg()[0]) for case in cases]
     loops = [BareLoop(case) if case.loop.startswith("bare") else LightningLoop(case) for case in cases]
     for loop, result in zip(loops, results, strict=True):
@@ -278,13 +278,13 @@ def measure_loops(cases: Sequence[LoopCase]) -> list[LoopResult]:
     for result in results:
         result.step_ms = 1e3 * result.case.batch / statistics.median(result.img_per_s)
         result.contention = others
+        result.threads = torch.get_num_threads()
         result.load_after = os.getloadavg()[0]
     return results
 
 
-def run_loop_cases(cases: Sequence[LoopCase], timeout: float | None = None) -> list[LoopResult]:
+def run_loop_cases(cases: Sequence[LoopCase], timeout: float | None = None, threads: int = 0) -> list[LoopResult]:
     """:func:`measure_loops` in a fresh process; a failure comes back as results with ``error`` set."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     payload = json.dumps([dataclasses.asdict(case) for case in cases])
     try:
         proc = subprocess.run(
@@ -292,7 +292,7 @@ def run_loop_cases(cases: Sequence[LoopCase], timeout: float | None = None) -> l
             capture_output=True,
             text=True,
             cwd=ROOT,
-            env=env,
+            env=worker_env(threads),
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:

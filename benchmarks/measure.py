@@ -57,7 +57,7 @@ class Case:
     mode: str = "eager"
     device: str = "cpu"
     num_classes: int = 1000
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (all cores)
+    threads: int = 0  # torch intra-op threads; 0: $RESATTN_BENCH_THREADS if set, else torch's default
     warmup: int = 1
     repeats: int = 3
     steps: int = 1
@@ -109,6 +109,7 @@ class Result:
     params_m: float
     gmacs: float | None
     phases: dict[str, PhaseResult] = field(default_factory=dict)
+    threads: int = 0  # torch intra-op threads it ran with
     load_before: float = 0.0  # 1-minute load average when the measurement started
     load_after: float = 0.0  # ... and when it ended: above the core count means other work competed
     error: str | None = None
@@ -219,6 +220,24 @@ class Contention:
         return max(0.0, (busy - own) / (wall * (os.cpu_count() or 1)))
 
 
+THREADS_ENV = "RESATTN_BENCH_THREADS"
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` intra-op threads, or ``$RESATTN_BENCH_THREADS`` when 0 (torch's default without either)."""
+    threads = threads or int(os.environ.get(THREADS_ENV, 0))
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def worker_env(threads: int = 0) -> dict[str, str]:
+    """Environment of a measuring subprocess: this checkout on the path, and the thread count if given."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    if threads:
+        env[THREADS_ENV] = str(threads)
+    return env
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -280,8 +299,7 @@ def measure(cases: Sequence[Case]) -> list[Result]:
     load hits all of them alike and their ratios stay meaningful; their peak memory is then not separable
     and is left out (``None``): measure it with one case per process.
     """
-    if cases[0].threads:
-        torch.set_num_threads(cases[0].threads)
+    set_threads(cases[0].threads)
     prepared = [_prepare(case) for case in cases]
     device = torch.device(cases[0].device)
     memory = PeakMemory(device)
@@ -318,24 +336,24 @@ def measure(cases: Sequence[Case]) -> list[Result]:
             result.phases[phase] = PhaseResult(case_rates, peak, warmup_s, others)
     for result, _, _ in prepared:
         result.load_after = os.getloadavg()[0]
+        result.threads = torch.get_num_threads()
     return [result for result, _, _ in prepared]
 
 
-def run_cases(cases: Sequence[Case], timeout: float | None = None) -> list[Result]:
+def run_cases(cases: Sequence[Case], timeout: float | None = None, threads: int = 0) -> list[Result]:
     """:func:`measure` in a fresh Python process (own peak memory, no allocator or compile-cache carry-over).
 
     A failure (e.g. pytorchcv's fixed 7x7 pooling at small inputs, or a compile error) comes back as
     results with ``error`` set and no phases, so one bad case never stops a benchmark run.
     """
     payload = json.dumps([dataclasses.asdict(case) for case in cases])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.measure", payload],
             capture_output=True,
             text=True,
             cwd=ROOT,
-            env=env,
+            env=worker_env(threads),
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:

@@ -92,7 +92,7 @@ def result_row(result: Result) -> dict[str, object]:
         "memory_format": case.memory_format,
         "mode": case.mode,
         "device": case.device,
-        "threads": case.threads,
+        "threads": result.threads,
         "params_m": round(result.params_m, 3),
         "gmacs": None if result.gmacs is None else round(result.gmacs, 3),
     }
@@ -121,7 +121,7 @@ def loop_row(result: LoopResult) -> dict[str, object]:
         "precision": case.precision,
         "channels_last": case.channels_last,
         "compile": case.compile,
-        "threads": case.threads,
+        "threads": result.threads,
         "img_s_median": round(result.median, 3) if result.img_per_s else None,
         "img_s_repeats": ";".join(f"{v:.3f}" for v in result.img_per_s),
         "spread_pct": round(result.spread_pct, 1) if result.img_per_s else None,
@@ -135,11 +135,11 @@ def loop_row(result: LoopResult) -> dict[str, object]:
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
-    """``rows`` as CSV (columns from the first row); nothing is written for no rows."""
+    """``rows`` as CSV (the union of their columns, in order of appearance); nothing is written for no rows."""
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)

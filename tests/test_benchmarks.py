@@ -21,7 +21,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
-    args = ["--quick", "--sections", "models,loops,data", "--variants", "resattn_tiny_cifar", "--sizes", "16"]
+    args = ["--quick", "--sections", "models,loops,data,recipe", "--variants", "resattn_tiny_cifar", "--sizes", "16"]
+    args += ["--recipe-archs", "resattn_tiny_cifar,resattn_tiny", "--batch", "1"]
     args += ["--precisions", "fp32", "--formats", "nchw,channels_last", "--loop-arch", "resattn_tiny_cifar"]
     args += ["--small-batch", "8", "--repeats", "2", "--loop-steps", "1", "--probe-steps", "2"]
     args += ["--loops", "bare,lightning", "--retries", "0", "--threads", "1", "--out", str(tmp_path)]
@@ -35,6 +36,7 @@ def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
         "models.csv",
         "loops.csv",
         "data.csv",
+        "recipe.csv",
         "throughput.png",
     }
 
@@ -58,6 +60,14 @@ def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
         assert title in report
     assert "| variant | input | batch | precision/format/mode | params (M) | GMACs/img | train img/s |" in report
     assert "Lightning loop overhead vs bare PyTorch" in report  # the goals table
+    recipe = read_csv(tmp_path / "recipe.csv")
+    assert [(r["arch"], r["batch"], r["data"]) for r in recipe[:2]] == [
+        ("resattn_tiny_cifar", "64", "dataloader"),
+        ("resattn_tiny_cifar", "64", "device"),
+    ]
+    assert recipe[2]["model"] == "resattn_tiny" and float(recipe[2]["train_img_s_median"]) > 0
+    assert "| paper CIFAR recipe of resattn_tiny_cifar (160k steps at batch 64) ≤ 10 min on one H100" in report
+    assert "GPU goal: not applicable on a CPU" in report
     assert "torch threads | 1 (--threads)" in report
 
 
