@@ -35,7 +35,7 @@ class LastCheckpoint(L.Callback):
         if trainer.sanity_checking or trainer.fast_dev_run or trainer.global_step == self._saved_step:
             return
         partial = self.path.with_name(f".{self.FILENAME}.partial")
-        trainer.save_checkpoint(partial)  # ends with a barrier across ranks
+        trainer.save_checkpoint(partial, weights_only=False)  # full state for resuming; ends with a barrier
         if trainer.is_global_zero:
             os.replace(partial, self.path)
         self._saved_step = trainer.global_step
