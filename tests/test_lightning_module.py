@@ -15,6 +15,7 @@ from lightning_modules import ImageClassifier, NonFiniteLossError
 from lightning_modules.checkpointing import LastCheckpoint
 from lightning_modules.checkpoints import CheckpointError, load_classifier, read_checkpoint
 from lightning_modules.optim import build_optimizer, build_scheduler
+from tests.conftest import compose_config
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
 
@@ -251,3 +252,14 @@ def test_readme_recipe_loads_a_training_checkpoint_into_timm(tmp_path: Path) -> 
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         torch.testing.assert_close(net(x), model(x))
+
+
+def test_fused_is_asked_for_by_the_configs_and_used_on_cuda_only(tmp_path: Path) -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    for name in ("sgd", "adamw"):
+        cfg = compose_config("train", [f"optimizer={name}"], tmp_path)
+        assert cfg.optimizer.fused is True
+        optimizer = build_optimizer(net, cfg.optimizer)
+        assert not optimizer.defaults.get("fused")  # CPU parameters: the default implementation
+    if torch.cuda.is_available():
+        assert build_optimizer(net.cuda(), {**SGD, "fused": True}).defaults["fused"] is True
