@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import pickle
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules import ImageClassifier, NonFiniteLossError
@@ -263,3 +266,48 @@ def test_fused_is_asked_for_by_the_configs_and_used_on_cuda_only(tmp_path: Path)
         assert not optimizer.defaults.get("fused")  # CPU parameters: the default implementation
     if torch.cuda.is_available():
         assert build_optimizer(net.cuda(), {**SGD, "fused": True}).defaults["fused"] is True
+
+
+class DeviceReads(TorchFunctionMode):
+    """Counts the tensor methods that read a value back to the host (a stream synchronisation on a GPU)."""
+
+    READS = frozenset(
+        {Tensor.item, Tensor.__bool__, Tensor.__int__, Tensor.__float__, Tensor.tolist, Tensor.numpy, Tensor.cpu}
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.calls[func.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+class CountTrainingReads(L.Callback):
+    """Counts device reads from the first training batch to the end of the epoch's last batch."""
+
+    def __init__(self) -> None:
+        self.reads = DeviceReads()
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == 0:
+            self.reads.__enter__()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.reads.__exit__(None, None, None)
+
+
+def test_training_steps_read_nothing_back_from_the_device_between_logging_steps(tmp_path: Path) -> None:
+    with DeviceReads() as reads:
+        if not torch.isfinite(torch.tensor(1.0)):
+            pytest.fail("unreachable")
+    assert reads.calls == {"__bool__": 1}  # the counter sees a host-side test of a loss
+    train, _ = loaders(n=48)
+    counter = CountTrainingReads()
+    model = tiny_classifier(mixup={"mixup_alpha": 0.2}, ema_decay=0.9)
+    fit = trainer(tmp_path, callbacks=[counter], limit_val_batches=0, log_every_n_steps=100, enable_progress_bar=False)
+    fit.fit(model, train)
+    assert fit.global_step == 6
+    assert counter.reads.calls == {}
