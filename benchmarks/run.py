@@ -92,6 +92,9 @@ class Settings:
     scaling_batches: tuple[int, ...]
     scaling_sizes: tuple[int, ...]
     scaling_size_batch: int
+    compare_repeats: int  # compare section: more repeats and steps than elsewhere, for ratios that resolve a few %
+    compare_steps: int
+    compile_variants: tuple[str, ...]  # models section: variants that also get a torch.compile row at the default
     recipe_archs: tuple[str, str]  # recipe section: the CIFAR network of the paper's schedule, the ImageNet one
     threads: int  # torch intra-op threads of every measurement; 0: chosen before each one (see Runner.threads)
     max_contention: float
@@ -256,7 +259,9 @@ def compare_section(runner: Runner) -> tuple[str, list[dict[str, object]], list[
         # the first model in every configuration; the others in fp32 (default vs default, best format each)
         configs = s.compare_configs if index == 0 else [c for c in s.compare_configs if "fp32" in c or c == default]
         cases = {
-            (library, config): runner.model_case(library, name, 224, config)
+            (library, config): replace(
+                runner.model_case(library, name, 224, config), repeats=s.compare_repeats, steps=s.compare_steps
+            )
             for config in configs
             for library, name in (("resattn", model), ("pytorchcv", cv_model))
         }
@@ -311,8 +316,9 @@ def compare_section(runner: Runner) -> tuple[str, list[dict[str, object]], list[
     csv_rows += [result_row(ours_small), result_row(small)]
     memory = "peak RSS of the process" if s.device == "cpu" else "CUDA max allocated"
     note = (
-        f"Eager mode, batch {s.batch}, 224x224, {s.device}; img/s as median (min–max) of {s.repeats} repeats after "
-        f"{s.warmup} warm-up step(s), all configurations of a model in one process with interleaved repeats "
+        f"Eager mode, batch {s.batch}, 224x224, {s.device}; img/s as median (min–max) of {s.compare_repeats} "
+        f"repeats of {s.compare_steps} step(s) after {s.warmup} warm-up step(s), all configurations of a model in "
+        "one process with interleaved repeats "
         f"(torch threads: {', '.join(f'{m} {n}' for m, n in threads_used.items())}); peak "
         f"memory = {memory} during training, measured in a fresh process per case. "
         f"resattn's default = `python train.py` on this device ({'/'.join(default)}, from {s.default_note}); "
@@ -381,6 +387,8 @@ def models_section(runner: Runner) -> tuple[str, list[dict[str, object]]]:
     for variant in s.variants:
         for size in s.sizes or (_native_size(variant),):
             configs = [(p, f, m) for m in s.modes for p in s.precisions for f in s.formats]
+            if variant in s.compile_variants and (*s.default[:2], "compile") not in configs:
+                configs.append((*s.default[:2], "compile"))
             cases = [runner.model_case("resattn", variant, size, config) for config in configs]
             runner.together(cases)  # the configurations of one network interleaved
             for case in cases:
@@ -704,6 +712,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, Path, bool,
     p.add_argument("--precisions", default=",".join(PRECISIONS))
     p.add_argument("--formats", default=",".join(MEMORY_FORMATS))
     p.add_argument("--modes", default=None, help=f"models section: {','.join(MODES)} (default: eager on a CPU)")
+    p.add_argument(
+        "--compare-repeats", type=int, default=None, help="compare section: timed repeats (default 5, --quick 2)"
+    )
+    p.add_argument(
+        "--compare-steps", type=int, default=None, help="compare section: steps per repeat (default 2 CPU, 10 GPU)"
+    )
+    p.add_argument(
+        "--compile-variants",
+        default=None,
+        help="models section: variants that also get a torch.compile row at resattn's default precision/format "
+        "when --modes lacks compile (default on a CPU: the CIFAR Attention-56/92, whose compilation takes about a "
+        "minute; none with --quick)",
+    )
     p.add_argument("--batch", type=int, default=None, help="batch at >= 128 px (default: 4 on a CPU, 64 on a GPU)")
     p.add_argument("--small-batch", type=int, default=64, help="batch at CIFAR sizes and in the loop benchmarks")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per phase (default 2 CPU, 5 GPU)")
@@ -781,6 +802,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Settings, Path, bool,
         scaling_batches=ints(a.scaling_batches or ("64,128,256" if gpu else "1,2,4,8")),
         scaling_sizes=ints(a.scaling_sizes),
         scaling_size_batch=a.scaling_size_batch or (32 if gpu else 2),
+        compare_repeats=a.compare_repeats or a.repeats or (2 if quick else 5),
+        compare_steps=a.compare_steps or a.steps or (10 if gpu else 1 if quick else 2),
+        compile_variants=names(
+            a.compile_variants if a.compile_variants is not None else "" if quick else "resattn56_cifar,resattn92_cifar"
+        ),
         recipe_archs=recipe_archs,
         threads=0 if a.threads == "auto" else int(a.threads),
         max_contention=a.max_contention,

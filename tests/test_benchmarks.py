@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks.measure import Case, PhaseResult, Result
 from benchmarks.plot import plot_throughput
-from benchmarks.run import DOC_BEGIN, DOC_END, resattn_default, update_benchmarks_md
+from benchmarks.run import DOC_BEGIN, DOC_END, parse_args, resattn_default, update_benchmarks_md
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,3 +95,13 @@ def test_resattn_default_reads_the_training_configs() -> None:
         assert precision in ("fp32", "bf16-mixed") and memory_format in ("nchw", "channels_last")
         assert mode in ("eager", "compile")
     assert resattn_default("cuda")[0] == "bf16-mixed"  # conf/trainer/gpu.yaml
+
+
+def test_cpu_defaults_add_compile_rows_for_the_cifar_networks_only() -> None:
+    settings = parse_args(["--device", "cpu"])[0]
+    assert settings.modes == ("eager",)
+    assert settings.compile_variants == ("resattn56_cifar", "resattn92_cifar")
+    assert parse_args(["--device", "cpu", "--quick"])[0].compile_variants == ()
+    assert parse_args(["--device", "cpu", "--compile-variants", ""])[0].compile_variants == ()
+    with pytest.raises(SystemExit):
+        parse_args(["--recipe-archs", "resattn92_cifar"])
