@@ -27,12 +27,8 @@ and load changes during the run hit every case alike.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -42,7 +38,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.measure import Contention, set_threads, worker_env
+from benchmarks.measure import Contention, run_worker, set_threads, worker_main
 
 LOOPS = ("bare", "bare+metrics", "lightning-minimal", "lightning")
 DATA_PATHS = ("dataloader", "device")
@@ -104,6 +100,10 @@ class LoopResult:
     @classmethod
     def from_dict(cls, raw: dict) -> LoopResult:
         return cls(**{**raw, "case": LoopCase(**raw["case"])})
+
+    @classmethod
+    def failed(cls, case: LoopCase, error: str) -> LoopResult:
+        return cls(case=case, error=error)
 
 
 def _datamodule(case: LoopCase) -> Any:
@@ -285,36 +285,11 @@ def measure_loops(cases: Sequence[LoopCase]) -> list[LoopResult]:
 
 def run_loop_cases(cases: Sequence[LoopCase], timeout: float | None = None, threads: int = 0) -> list[LoopResult]:
     """:func:`measure_loops` in a fresh process; a failure comes back as results with ``error`` set."""
-    payload = json.dumps([dataclasses.asdict(case) for case in cases])
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.loops", payload],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=worker_env(threads),
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
-        return [LoopResult(case=case, error=f"timeout after {timeout}s") for case in cases]
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines or not lines[-1].startswith("["):
-        message = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return [LoopResult(case=case, error=message) for case in cases]
-    return [LoopResult.from_dict(raw) for raw in json.loads(lines[-1])]
+    return run_worker("benchmarks.loops", cases, LoopResult.from_dict, LoopResult.failed, timeout, threads)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python -m benchmarks.loops '<list of LoopCases as JSON>'")
-    cases = [LoopCase(**raw) for raw in json.loads(args[0])]
-    try:
-        results = measure_loops(cases)
-    except Exception as err:
-        message = f"{type(err).__name__}: {err}"[:300]
-        results = [LoopResult(case=case, error=message) for case in cases]
-    print(json.dumps([dataclasses.asdict(result) for result in results]))
+    worker_main("benchmarks.loops", argv, LoopCase, measure_loops, LoopResult.failed)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -120,6 +121,10 @@ class Result:
         raw["case"] = Case(**raw["case"])
         raw["phases"] = {k: PhaseResult(**v) for k, v in raw["phases"].items()}
         return cls(**raw)
+
+    @classmethod
+    def failed(cls, case: Case, error: str) -> Result:
+        return cls(case=case, params_m=0.0, gmacs=None, error=error)
 
 
 def import_libraries() -> None:
@@ -340,16 +345,26 @@ def measure(cases: Sequence[Case]) -> list[Result]:
     return [result for result, _, _ in prepared]
 
 
-def run_cases(cases: Sequence[Case], timeout: float | None = None, threads: int = 0) -> list[Result]:
-    """:func:`measure` in a fresh Python process (own peak memory, no allocator or compile-cache carry-over).
+R = TypeVar("R")
 
-    A failure (e.g. pytorchcv's fixed 7x7 pooling at small inputs, or a compile error) comes back as
-    results with ``error`` set and no phases, so one bad case never stops a benchmark run.
+
+def run_worker(
+    module: str,
+    cases: Sequence[Any],
+    parse: Callable[[dict], R],
+    failed: Callable[[Any, str], R],
+    timeout: float | None,
+    threads: int,
+) -> list[R]:
+    """``python -m <module> '<cases as JSON>'`` in a fresh process (see :func:`worker_main`), one result per case.
+
+    A failure of the whole process (timeout, crash, no JSON line) comes back as ``failed(case, message)`` for
+    every case, so one bad case never stops a benchmark run.
     """
     payload = json.dumps([dataclasses.asdict(case) for case in cases])
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.measure", payload],
+            [sys.executable, "-m", module, payload],
             capture_output=True,
             text=True,
             cwd=ROOT,
@@ -357,26 +372,46 @@ def run_cases(cases: Sequence[Case], timeout: float | None = None, threads: int 
             timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        return [Result(case=case, params_m=0.0, gmacs=None, error=f"timeout after {timeout}s") for case in cases]
+        return [failed(case, f"timeout after {timeout}s") for case in cases]
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines or not lines[-1].startswith("["):
         message = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        return [Result(case=case, params_m=0.0, gmacs=None, error=message) for case in cases]
-    return [Result.from_dict(raw) for raw in json.loads(lines[-1])]
+        return [failed(case, message) for case in cases]
+    return [parse(raw) for raw in json.loads(lines[-1])]
+
+
+def worker_main(
+    module: str,
+    argv: list[str] | None,
+    case_type: type,
+    measure_cases: Callable[[list[Any]], list[Any]],
+    failed: Callable[[Any, str], Any],
+) -> None:
+    """The worker side of :func:`run_worker`: measure the cases of the JSON argument and print the results as one
+    JSON line, an exception included (as ``failed`` results), so the parent reports it and carries on."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        raise SystemExit(f"usage: python -m {module} '<list of {case_type.__name__}s as JSON>'")
+    cases = [case_type(**raw) for raw in json.loads(args[0])]
+    try:
+        results = measure_cases(cases)
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}"[:300]
+        results = [failed(case, message) for case in cases]
+    print(json.dumps([dataclasses.asdict(result) for result in results]))
+
+
+def run_cases(cases: Sequence[Case], timeout: float | None = None, threads: int = 0) -> list[Result]:
+    """:func:`measure` in a fresh Python process (own peak memory, no allocator or compile-cache carry-over).
+
+    A failure (e.g. pytorchcv's fixed 7x7 pooling at small inputs, or a compile error) comes back as
+    results with ``error`` set and no phases.
+    """
+    return run_worker("benchmarks.measure", cases, Result.from_dict, Result.failed, timeout, threads)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        raise SystemExit("usage: python -m benchmarks.measure '<list of Cases as JSON>'")
-    cases = [Case(**raw) for raw in json.loads(args[0])]
-    try:
-        results = measure(cases)
-    except Exception as err:
-        # One JSON line either way, so the parent reports it in the table and carries on.
-        message = f"{type(err).__name__}: {err}"[:300]
-        results = [Result(case=case, params_m=0.0, gmacs=None, error=message) for case in cases]
-    print(json.dumps([dataclasses.asdict(result) for result in results]))
+    worker_main("benchmarks.measure", argv, Case, measure, Result.failed)
 
 
 if __name__ == "__main__":
