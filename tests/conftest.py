@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,3 +98,17 @@ def run_script(
             f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def quiet_trainer(tmp_path: Path, **kw: object) -> L.Trainer:
+    """A one-epoch CPU Trainer writing nothing (no logger, checkpoints, progress bar or summary); ``kw`` overrides."""
+    defaults = dict(
+        accelerator="cpu",
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    return L.Trainer(**{**defaults, **kw})

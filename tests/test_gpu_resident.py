@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from files import write_cifar
@@ -13,6 +12,7 @@ from datamodules import CIFAR10DataModule, SyntheticDataModule
 from datamodules.gpu_resident import BatchAugmentation, DeviceBatchLoader, ShardedOrder
 from datamodules.transforms import cifar_transform, small_image_transform
 from lightning_modules import ImageClassifier
+from tests.conftest import quiet_trainer
 
 PAD = 4
 OFFSETS = [(top, left, flip) for top in range(2 * PAD + 1) for left in range(2 * PAD + 1) for flip in (False, True)]
@@ -169,18 +169,7 @@ def test_lightning_fit_with_gpu_resident_data(tmp_path: Path) -> None:
         image_size=16, num_train_samples=64, num_test_samples=16, batch_size=16, gpu_resident=True, noise=0.5
     )
     model = ImageClassifier("resattn_tiny_cifar", num_classes=10, optimizer={"name": "sgd", "lr": 0.05})
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=2,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=dm)
     assert trainer.global_step == 4  # two epochs of two batches
     assert trainer.train_dataloader.sampler.epoch == 1  # Lightning called set_epoch on our loader

@@ -18,7 +18,7 @@ from lightning_modules import ImageClassifier, NonFiniteLossError
 from lightning_modules.checkpointing import LastCheckpoint
 from lightning_modules.checkpoints import CheckpointError, load_classifier, read_checkpoint
 from lightning_modules.optim import build_optimizer, build_scheduler
-from tests.conftest import compose_config
+from tests.conftest import compose_config, quiet_trainer
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
 
@@ -35,23 +35,10 @@ def tiny_classifier(**kw) -> ImageClassifier:
     return ImageClassifier("resattn_tiny_cifar", num_classes=4, **{"optimizer": SGD, **kw})
 
 
-def trainer(tmp_path: Path, **kw) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        max_epochs=1,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    return L.Trainer(**{**defaults, **kw})
-
-
 def test_fit_logs_metric_names_and_best(tmp_path: Path) -> None:
     train, val = loaders()
     model = tiny_classifier()
-    t = trainer(tmp_path, max_epochs=2)
+    t = quiet_trainer(tmp_path, max_epochs=2)
     t.fit(model, train, val)
     names = set(t.callback_metrics)
     for stage in ("train", "val"):
@@ -94,7 +81,7 @@ def test_unknown_arch_lists_variants() -> None:
 def test_checkpoint_reloads_without_hydra(tmp_path: Path) -> None:
     train, val = loaders()
     model = tiny_classifier(model_kwargs={"mask_type": "channel"})
-    t = trainer(tmp_path)
+    t = quiet_trainer(tmp_path)
     t.fit(model, train, val)
     path = tmp_path / "model.ckpt"
     t.save_checkpoint(path)
@@ -110,7 +97,7 @@ def test_checkpoint_reloads_without_hydra(tmp_path: Path) -> None:
 def test_checkpoint_errors(tmp_path: Path) -> None:
     train, val = loaders()
     model = tiny_classifier()
-    t = trainer(tmp_path, max_steps=1)
+    t = quiet_trainer(tmp_path, max_steps=1)
     t.fit(model, train, val)
     good = tmp_path / "good.ckpt"
     t.save_checkpoint(good)
@@ -147,7 +134,7 @@ def test_nan_loss_stops_before_any_checkpoint_holds_its_weights(tmp_path: Path) 
     x[12:16] = float("nan")  # the fourth batch of four: global step 3
     bad = DataLoader(TensorDataset(x, torch.arange(24) % 4), batch_size=4)
     last = LastCheckpoint(str(tmp_path / "ckpt"), every_n_train_steps=1)
-    fit = trainer(tmp_path, callbacks=[last], log_every_n_steps=50)
+    fit = quiet_trainer(tmp_path, callbacks=[last], log_every_n_steps=50)
     with pytest.raises(NonFiniteLossError, match="not finite at global step 3 \\(found at step 4\\)"):
         fit.fit(model, bad, val)
     saved = read_checkpoint(last.path)
@@ -162,7 +149,7 @@ def test_nan_loss_is_found_on_logging_steps_without_checkpoints(tmp_path: Path) 
     x = torch.full((24, 3, 16, 16), float("inf"))
     bad = DataLoader(TensorDataset(x, torch.arange(24) % 4), batch_size=4)
     with pytest.raises(NonFiniteLossError, match="not finite at global step 0 \\(found at step 1\\)"):
-        trainer(tmp_path, log_every_n_steps=2).fit(tiny_classifier(), bad, val)
+        quiet_trainer(tmp_path, log_every_n_steps=2).fit(tiny_classifier(), bad, val)
 
 
 def test_optimizer_settings() -> None:
@@ -215,7 +202,7 @@ def test_mixup_and_ema_are_trained_and_evaluated_separately(tmp_path: Path) -> N
     train, val = loaders()
     model = tiny_classifier(mixup={"mixup_alpha": 0.4, "cutmix_alpha": 1.0}, ema_decay=0.5)
     assert type(model.criterion).__name__ == "SoftTargetCrossEntropy"
-    t = trainer(tmp_path, max_epochs=1)
+    t = quiet_trainer(tmp_path, max_epochs=1)
     t.fit(model, train, val)
     names = set(t.callback_metrics)
     assert {"val/ema_loss", "val/ema_acc1", "val/ema_acc5", "val/acc1"} <= names
@@ -307,7 +294,9 @@ def test_training_steps_read_nothing_back_from_the_device_between_logging_steps(
     train, _ = loaders(n=48)
     counter = CountTrainingReads()
     model = tiny_classifier(mixup={"mixup_alpha": 0.2}, ema_decay=0.9)
-    fit = trainer(tmp_path, callbacks=[counter], limit_val_batches=0, log_every_n_steps=100, enable_progress_bar=False)
+    fit = quiet_trainer(
+        tmp_path, callbacks=[counter], limit_val_batches=0, log_every_n_steps=100, enable_progress_bar=False
+    )
     fit.fit(model, train)
     assert fit.global_step == 6
     assert counter.reads.calls == {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,7 @@ from datamodules import SyntheticDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.callbacks import AttentionMaskLogger
 from lightning_modules.visualize import main, mask_figure, mask_heatmaps, module_label
+from tests.conftest import quiet_trainer
 
 ARCH = "resattn_tiny_cifar"
 DATA = ["--data", "synthetic", "--set", "image_size=16", "num_train_samples=64", "num_test_samples=16"]
@@ -93,15 +93,7 @@ def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, m
     data = SyntheticDataModule(image_size=16, num_train_samples=96, batch_size=16, num_workers=0)
     callback = AttentionMaskLogger(every_n_epochs=1, num_images=3, save_dir=str(tmp_path / "masks"))
     logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="test")
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=2,
-        callbacks=[callback],
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=2, callbacks=[callback], logger=logger)
     try:
         trainer.fit(model, datamodule=data)
     finally:
