@@ -110,7 +110,13 @@ def resattn_default(device: str) -> tuple[str, str, str]:
     register_resolvers()  # the configs may use the project's resolvers
     trainer = OmegaConf.load(ROOT / "conf" / "trainer" / ("cpu.yaml" if device == "cpu" else "gpu.yaml"))
     module = OmegaConf.load(ROOT / "conf" / "module" / "classifier.yaml")
-    precision = "bf16-mixed" if str(trainer.precision).startswith("bf16") else "fp32"
+    lightning_precision = str(trainer.precision)
+    precision = {"bf16-mixed": "bf16-mixed", "32-true": "fp32"}.get(lightning_precision)
+    if precision is None:
+        raise ValueError(
+            f"python train.py trains in {lightning_precision!r} on this {device}, which the benchmark does not measure "
+            f"(it measures {', '.join(PRECISIONS)}); pass --resattn-default PRECISION/FORMAT/MODE"
+        )
     memory_format = "channels_last" if module.channels_last else "nchw"
     return precision, memory_format, "compile" if module.compile else "eager"
 

@@ -105,3 +105,11 @@ def test_cpu_defaults_add_compile_rows_for_the_cifar_networks_only() -> None:
     assert parse_args(["--device", "cpu", "--compile-variants", ""])[0].compile_variants == ()
     with pytest.raises(SystemExit):
         parse_args(["--recipe-archs", "resattn92_cifar"])
+
+
+def test_resattn_default_refuses_a_precision_it_cannot_measure(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_modules.precision as precision
+
+    monkeypatch.setattr(precision, "native_bf16_gpu", lambda: False)  # a pre-Ampere GPU: 16-mixed
+    with pytest.raises(ValueError, match=r"trains in '16-mixed' on this cuda.*--resattn-default"):
+        resattn_default("cuda")
