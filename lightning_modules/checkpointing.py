@@ -7,14 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
 
 
-class LastCheckpoint(L.Callback):
+class LastCheckpoint(Checkpoint):
     """Keep ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` optimiser steps and after each
     epoch (once its validation ran, so ``val/acc1_best`` is included).
 
     The file is written beside the target and renamed over it, so a run killed while saving (even with
     SIGKILL) still has a complete last.ckpt, and rerunning the command resumes from it.
+
+    A checkpoint holds every callback's state, so last.ckpt must be written after the other callbacks have
+    updated theirs for the same step. Lightning calls checkpoint callbacks (``Checkpoint`` subclasses such as the
+    best-checkpoint ``ModelCheckpoint``) after all others and in their list order; this callback moves itself to
+    the end of that list in ``setup``, so the best checkpoint it records is the one just chosen, never the
+    previous epoch's (which would be ranked against a stale score after a resume).
     """
 
     FILENAME = "last.ckpt"
@@ -29,6 +36,10 @@ class LastCheckpoint(L.Callback):
     @property
     def path(self) -> Path:
         return self.dirpath / self.FILENAME
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # a new list: Lightning is iterating over the current one to call this hook
+        trainer.callbacks = [cb for cb in trainer.callbacks if cb is not self] + [self]
 
     def save(self, trainer: L.Trainer) -> None:
         """Write last.ckpt now (all ranks take part; rank zero writes)."""

@@ -134,7 +134,7 @@ def test_nan_loss_stops_before_any_checkpoint_holds_its_weights(tmp_path: Path) 
     x[12:16] = float("nan")  # the fourth batch of four: global step 3
     bad = DataLoader(TensorDataset(x, torch.arange(24) % 4), batch_size=4)
     last = LastCheckpoint(str(tmp_path / "ckpt"), every_n_train_steps=1)
-    fit = quiet_trainer(tmp_path, callbacks=[last], log_every_n_steps=50)
+    fit = quiet_trainer(tmp_path, callbacks=[last], log_every_n_steps=50, enable_checkpointing=True)
     with pytest.raises(NonFiniteLossError, match="not finite at global step 3 \\(found at step 4\\)"):
         fit.fit(model, bad, val)
     saved = read_checkpoint(last.path)
