@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 MODEL_FAMILIES = ("cifar", "imagenet")
 
 
+class DataDownloadError(RuntimeError):
+    """A dataset download failed (no network, moved URL); the message says how to place the files by hand."""
+
+
 class TensorImageDataset(Dataset):
     """In-memory uint8 images ``(N, C, H, W)`` with integer labels; an item is a ``(C, H, W)`` uint8 tensor."""
 
@@ -100,6 +104,13 @@ def pixel_moments(images: torch.Tensor, indices: list[int]) -> tuple[torch.Tenso
     return total / count, total_sq / count
 
 
+def default_workers(processes_per_node: int = 1, cap: int = 8) -> int:
+    """DataLoader workers per process when ``num_workers`` is null: this machine's usable CPU cores shared among
+    the node's training processes, at most ``cap`` (more rarely helps and costs memory), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cap, cores // max(1, processes_per_node)))
+
+
 def _limit(indices: list[int], limit: int | None) -> list[int]:
     """The first ``limit`` of ``indices`` (all when None), sorted for sequential reads."""
     return sorted(indices if limit is None else indices[:limit])
@@ -120,13 +131,13 @@ class ImageDataModule(L.LightningDataModule):
         self,
         *,
         root: str,
-        num_classes: int,
+        num_classes: int | None,
         in_chans: int,
         image_size: int,
         model_family: str,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         val_fraction: float = 0.1,
@@ -137,7 +148,8 @@ class ImageDataModule(L.LightningDataModule):
         label_noise_seed: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # num_classes may be found in the data (None in the config): it is the attribute, logged by the module.
+        self.save_hyperparameters(ignore=["num_classes"])
         if model_family not in MODEL_FAMILIES:
             raise ValueError(f"model_family must be one of {MODEL_FAMILIES}, got {model_family!r}")
         minimums = {
@@ -192,13 +204,27 @@ class ImageDataModule(L.LightningDataModule):
         raise NotImplementedError(f"{type(self).__name__} has no GPU-resident data path (data.gpu_resident)")
 
     # ---- shared behaviour -----------------------------------------------------------------------------------
+    def _download(self, fetch: Callable[[], Any], urls: Sequence[str], by_hand: str) -> None:
+        """Run ``fetch`` (a torchvision download); a network failure becomes one message with the URLs and how to
+        place the files by hand (``by_hand``)."""
+        try:
+            fetch()
+        except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision's mirror loop a RuntimeError
+            raise DataDownloadError(
+                f"{type(self).__name__}: data.download=true could not fetch {', '.join(urls)} into {self.root} "
+                f"({type(err).__name__}: {err}). Without network access: {by_hand}"
+            ) from None
+
     def _check_config(self, key: str, found: int, evidence: str) -> None:
-        """Raise a ValueError naming both numbers and the override to use when ``self.<key>`` != ``found``."""
+        """Adopt ``found`` as ``self.<key>`` when the config left it null; otherwise raise a ValueError naming both
+        numbers and the override to use when they differ."""
         configured = getattr(self, key)
-        if configured != found:
+        if configured is None:
+            setattr(self, key, found)
+        elif configured != found:
             raise ValueError(
                 f"{type(self).__name__}: {key}={configured} does not match the data ({evidence}: {found}). "
-                f"Set data.{key}={found}."
+                f"Set data.{key}={found}, or data.{key}=null to take it from the data."
             )
 
     def setup(self, stage: str | None = None) -> None:
@@ -250,6 +276,8 @@ class ImageDataModule(L.LightningDataModule):
         if self.hparams.get("gpu_resident", False):
             return self._device_loader(dataset, batch_size, train=train)
         workers = self.hparams.num_workers
+        if workers is None:
+            workers = default_workers(self.trainer.num_devices if self.trainer is not None else 1)
         options = dict(
             batch_size=batch_size,
             num_workers=workers,

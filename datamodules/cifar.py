@@ -63,7 +63,7 @@ class CIFAR10DataModule(ImageDataModule):
         model_family: str = "cifar",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         val_fraction: float = 0.1,
@@ -113,7 +113,13 @@ class CIFAR10DataModule(ImageDataModule):
     def prepare_data(self) -> None:
         """Download and extract the official archive when ``download=True`` and files are missing."""
         if self.hparams.download and not all((self.folder / name).is_file() for name, _ in self._expected_files()):
-            self.torchvision_cls(self.root, train=True, download=True)
+            url = self.torchvision_cls.url
+            self._download(
+                lambda: self.torchvision_cls(self.root, train=True, download=True),
+                [url],
+                f"download {url} on a machine that has it and extract it into {self.root}, so that {self.folder}/ "
+                "exists; then run without data.download=true.",
+            )
 
     def _load(self) -> tuple[Dataset, Dataset, list[str]]:
         files = self._expected_files()

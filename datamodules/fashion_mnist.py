@@ -64,7 +64,7 @@ class FashionMNISTDataModule(ImageDataModule):
         model_family: str = "cifar",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         val_fraction: float = 0.1,
@@ -121,7 +121,14 @@ class FashionMNISTDataModule(ImageDataModule):
     def prepare_data(self) -> None:
         """Download into ``<root>/FashionMNIST/raw`` when ``download=True`` and no local copy is found."""
         if self.hparams.download and self.find_files() is None:
-            FashionMNIST(self.root, train=True, download=True)
+            urls = [f"{FashionMNIST.mirrors[0]}{name}" for name, _ in FashionMNIST.resources]
+            self._download(
+                lambda: FashionMNIST(self.root, train=True, download=True),
+                urls,
+                f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu, into {DEBIAN_DIR}), or download the four "
+                "files on a machine that has network access and put them into "
+                f"{Path(self.root) / 'FashionMNIST' / 'raw'}; then run without data.download=true.",
+            )
 
     def _load(self) -> tuple[Dataset, Dataset, list[str]]:
         files = self.find_files()

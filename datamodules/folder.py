@@ -56,13 +56,13 @@ class _FolderDataModule(ImageDataModule):
         self,
         *,
         root: str,
-        num_classes: int,
+        num_classes: int | None,
         in_chans: int,
         image_size: int,
         model_family: str,
         batch_size: int,
         eval_batch_size: int | None,
-        num_workers: int,
+        num_workers: int | None,
         pin_memory: bool | None,
         persistent_workers: bool,
         val_fraction: float,
@@ -151,6 +151,9 @@ class _FolderDataModule(ImageDataModule):
 class ImageFolderDataModule(_FolderDataModule):
     """Any ImageFolder tree, with ImageNet-style transforms (default 224x224 RGB, ``model_family="imagenet"``).
 
+    The classes are the sub-directories of the training folder, in sorted order (torchvision's ImageFolder); with
+    ``num_classes=None`` (the config's default) their count is taken from there, a number is checked against it.
+
     Layouts: ``root/train/<class>/*`` with an optional ``root/test`` (preferred) or ``root/val`` used as the
     test set; or a flat ``root/<class>/*`` tree. Without a separate test folder, ``test_fraction`` of the images
     is carved out as the test set (seeded by ``split_seed``); the validation split always comes from the rest.
@@ -160,13 +163,13 @@ class ImageFolderDataModule(_FolderDataModule):
         self,
         *,
         root: str,
-        num_classes: int,
+        num_classes: int | None = None,
         in_chans: int = 3,
         image_size: int = 224,
         model_family: str = "imagenet",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         val_fraction: float = 0.1,
@@ -243,7 +246,7 @@ class ImageNetDataModule(_FolderDataModule):
         model_family: str = "imagenet",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         val_fraction: float = 0.1,

@@ -51,7 +51,7 @@ class SyntheticDataModule(ImageDataModule):
         model_family: str = "cifar",
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         val_fraction: float = 0.1,
