@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.wandb_offline import OfflineRun, read_offline_run
+from lightning_modules.wandb_offline import DamagedLogError, OfflineRun, read_offline_run
 
 EXPERIMENT_DIR = Path(__file__).resolve().parents[1] / "conf" / "experiment"
 
@@ -269,13 +269,18 @@ def _hydra_values(path: Path, keys: set[str]) -> dict[str, Any]:
 
 
 def _newest_wandb_run(run: Path) -> OfflineRun | None:
-    """The newest parseable offline W&B run of ``run`` (a resumed run has several), or None."""
+    """The newest finished offline W&B log of ``run`` (a resumed run has one per restart), else the newest
+    readable unfinished one, else None. Damaged logs (and logs still being written) are passed over."""
+    readable = []
     for folder in sorted(run.glob("wandb/offline-run-*"), reverse=True):
         try:
-            return read_offline_run(folder)
-        except (FileNotFoundError, ValueError):  # no or a damaged transaction log: try an older one
+            found = read_offline_run(folder)
+        except (FileNotFoundError, DamagedLogError):
             continue
-    return None
+        if found.finished:
+            return found
+        readable.append(found)
+    return readable[0] if readable else None
 
 
 def _csv_metrics(path: Path) -> dict[str, float]:

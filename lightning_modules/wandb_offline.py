@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,19 +31,27 @@ class OfflineRun:
     finished: bool = False
 
 
+class DamagedLogError(ValueError):
+    """A transaction log that cannot be decoded: bad header, a record whose checksum does not match, or a payload
+    that is not a W&B record (a file still being written, or damaged)."""
+
+
 def _payloads(data: bytes) -> list[bytes]:
+    """The records' payloads, each checked against its CRC-32 (of the type byte and the data, as W&B writes it)."""
     if not data.startswith(_HEADER):
-        raise ValueError("not a W&B transaction log (bad header)")
+        raise DamagedLogError("not a W&B transaction log (bad header)")
     pos, chunks, payloads = len(_HEADER), [], []
     while pos + _RECORD_HEADER <= len(data):
         space = _BLOCK - pos % _BLOCK
         if space < _RECORD_HEADER:  # block trailer padding
             pos += space
             continue
-        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        checksum, length, kind = struct.unpack("<IHB", data[pos : pos + _RECORD_HEADER])
         if length == 0 and kind == 0:
             break
-        chunk = data[pos + 7 : pos + 7 + length]
+        chunk = data[pos + _RECORD_HEADER : pos + _RECORD_HEADER + length]
+        if len(chunk) != length or zlib.crc32(bytes([kind]) + chunk) != checksum:
+            raise DamagedLogError(f"record at byte {pos} is truncated or fails its checksum")
         pos += _RECORD_HEADER + length
         if kind == _FULL:
             payloads.append(chunk)
@@ -64,7 +73,13 @@ def _items(items: Any) -> dict[str, Any]:
 
 
 def read_offline_run(run_dir: str | Path) -> OfflineRun:
-    """Parse ``run_dir`` (an ``offline-run-*`` directory, or its ``.wandb`` file)."""
+    """Parse ``run_dir`` (an ``offline-run-*`` directory, or its ``.wandb`` file).
+
+    ``finished`` is True once the log holds the run's exit record: a log without one belongs to a run that is still
+    running, was killed, or has not been flushed yet by the W&B service. Raises :class:`DamagedLogError` for a log
+    that cannot be decoded.
+    """
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     path = Path(run_dir)
@@ -74,7 +89,10 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
     run = OfflineRun(path=log_file.parent)
     for payload in _payloads(log_file.read_bytes()):
         record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
+        try:
+            record.ParseFromString(payload)
+        except DecodeError as err:  # protobuf's error is not a ValueError
+            raise DamagedLogError(f"{log_file}: a record is not a W&B record ({err})") from None
         kind = record.WhichOneof("record_type")
         if kind == "config":
             run.config.update(_items(record.config.update))

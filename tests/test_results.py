@@ -140,6 +140,7 @@ def test_a_run_with_only_an_offline_wandb_log(tmp_path: Path) -> None:
     wandb.init(mode="offline", dir=run, project="test", config=config)
     wandb.log({"test/acc1": 0.75, "trainer/global_step": 40})
     wandb.finish()
+    wandb.teardown()  # waits for the W&B service to write the whole log (finish() alone may return before)
     report = results_markdown("table1", tmp_path / "logs")
     assert "| f2 channel | 25.00 (n=1) | 6.24 (unverified) |" in report
     assert "- steps trained: 40 in 1 run(s) (paper: 160000)" in report

@@ -100,6 +100,7 @@ def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, m
         import wandb
 
         wandb.finish()
+        wandb.teardown()  # waits for the W&B service to write the media files
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["epoch0000.png", "epoch0001.png"]
     assert len(drawn) == 2 and torch.equal(drawn[0][0], drawn[1][0])  # the same fixed batch each time
     images = torch.stack([data.val_set[i][0] for i in range(3)])
