@@ -7,7 +7,9 @@ unpickle (a possible attack) is refused instead of executed.
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,36 +17,78 @@ import torch
 
 from lightning_modules.classifier import ImageClassifier
 
+# The hyper-parameters that decide the network's structure, i.e. whether its weights fit.
+NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "model_kwargs", "variant_overrides")
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used: unreadable, unsafe, or not matching the requested setup."""
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint dict safely (tensors and plain containers only)."""
+def read_checkpoint(path: str | Path, *, lazy: bool = False) -> dict[str, Any]:
+    """Load a checkpoint dict safely (tensors and plain containers only).
+
+    ``lazy`` maps the tensors instead of reading them (``mmap``): a cheap check of a large file's integrity,
+    safety and hyper-parameters before Lightning loads it for real.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=lazy)
     except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        what = f"it would import and call {found[1]}" if found else "it holds objects that would run code"
         raise CheckpointError(
-            f"refusing to load {path}: it contains objects that would run code when unpickled "
-            f"(torch.load weights_only=True rejected it: {str(err).splitlines()[0]}). Only load checkpoints "
-            "you trust, re-saved as plain tensors and containers"
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a PyTorch checkpoint ({err})") from err
+            f"refusing to load {path}: {what} when unpickled, and only tensors and plain containers are accepted. "
+            "Checkpoints written by train.py never need that; a file that does was made by other code and may be "
+            "an attack. Use a checkpoint written by train.py, or re-save the weights as a plain state dict"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: it is truncated or not a PyTorch checkpoint "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
     return checkpoint
 
 
+def describe_network(hparams: Mapping[str, Any]) -> str:
+    """``resattn56_cifar for 10 classes, 1 input channel(s)`` plus any non-default network options."""
+    text = (
+        f"{hparams.get('arch')!r} for {hparams.get('num_classes')} classes, {hparams.get('in_chans')} input channel(s)"
+    )
+    options = {**(hparams.get("model_kwargs") or {}), **(hparams.get("variant_overrides") or {})}
+    return f"{text}, options {options}" if options else text
+
+
+def check_fits(path: str | Path, checkpoint: Mapping[str, Any], model: ImageClassifier) -> None:
+    """Raise one :class:`CheckpointError` naming both networks when the checkpoint's weights cannot be loaded into
+    ``model`` (different architecture, classes, channels or network options)."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    wanted = dict(model.hparams)
+    hparams_differ = any(saved.get(key) != wanted.get(key) for key in NETWORK_HPARAMS if key in saved)
+    own = model.state_dict()
+    weights = checkpoint["state_dict"]
+    shapes_differ = set(weights) != set(own) or any(tuple(weights[k].shape) != tuple(own[k].shape) for k in own)
+    if hparams_differ or shapes_differ:
+        raise CheckpointError(
+            f"{path} holds {describe_network(saved)}, but this run builds {describe_network(wanted)}: its weights do "
+            "not fit. Give a checkpoint of this configuration, or the configuration of that checkpoint"
+        )
+
+
 def load_classifier(
-    path: str | Path, num_classes: int | None = None, arch: str | None = None, map_location: str = "cpu"
+    path: str | Path,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    arch: str | None = None,
+    map_location: str = "cpu",
 ) -> ImageClassifier:
-    """``ImageClassifier`` from a checkpoint, checked against the expected class count / architecture."""
-    checkpoint = read_checkpoint(path)
+    """``ImageClassifier`` from a checkpoint, checked against the expected class count, input channels and
+    architecture."""
+    checkpoint = read_checkpoint(path, lazy=True)
     hparams = checkpoint.get("hyper_parameters") or {}
     if "arch" not in hparams or "num_classes" not in hparams:
         raise CheckpointError(f"{path} holds no ImageClassifier hyper-parameters (arch, num_classes)")
@@ -53,9 +97,18 @@ def load_classifier(
             f"{path} was trained for {hparams['num_classes']} classes but the data has {num_classes}; "
             f"pick the matching data config or a checkpoint trained on this data"
         )
+    saved_chans = hparams.get("in_chans", 3)
+    if in_chans is not None and saved_chans != in_chans:
+        raise CheckpointError(
+            f"{path} was trained on {saved_chans}-channel images (in_chans={saved_chans}) but the data has "
+            f"{in_chans} channel(s) (data.in_chans={in_chans}); pick a data config with in_chans={saved_chans} or a "
+            "checkpoint trained on this data"
+        )
     if arch is not None and hparams["arch"] != arch:
         raise CheckpointError(f"{path} holds architecture {hparams['arch']!r}, but the config asks for {arch!r}")
+    model = ImageClassifier(**hparams)
     try:
-        return ImageClassifier.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+        model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own architecture {hparams['arch']!r}: {err}") from err
+    return model.to(map_location)

@@ -1,0 +1,140 @@
+"""Bad input to train.py / eval.py: one clear message, nothing lost, and the everyday fixes (inferred classes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SMOKE, SMOKE_DATA, compose_config
+from files import truncate, write_image, write_tree
+from torchvision.datasets import CIFAR10, FashionMNIST
+
+from datamodules.base import DataDownloadError
+from lightning_modules import ImageClassifier
+from lightning_modules.checkpoints import CheckpointError
+from lightning_modules.tasks import evaluate, train
+
+UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: the connection is refused at once, as without network
+
+
+def save_classifier(path: Path, arch: str, num_classes: int, in_chans: int = 3) -> Path:
+    model = ImageClassifier(arch, num_classes=num_classes, in_chans=in_chans)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
+    return path
+
+
+def test_train_refuses_a_checkpoint_of_another_network_in_one_message(tmp_path: Path) -> None:
+    other = save_classifier(tmp_path / "other.ckpt", "resattn_tiny", num_classes=4)
+    cfg = compose_config("train", [*SMOKE, "logger=csv", f"ckpt_path={other}"], tmp_path)
+    with pytest.raises(CheckpointError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "holds 'resattn_tiny' for 4 classes, 3 input channel(s)" in message
+    assert "this run builds 'resattn_tiny_cifar' for 10 classes, 3 input channel(s)" in message
+    assert len(message) < 600 and "size mismatch" not in message
+
+
+def test_a_damaged_last_checkpoint_says_how_to_continue(tmp_path: Path) -> None:
+    command = [*SMOKE, "logger=csv"]
+    train(compose_config("train", [*command, "trainer.max_epochs=1"], tmp_path))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    truncate(last)
+    with pytest.raises(CheckpointError) as err:
+        train(compose_config("train", [*command, "trainer.max_epochs=2"], tmp_path))
+    message = str(err.value)
+    (best,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
+    assert f"cannot read checkpoint {last}: it is truncated" in message
+    assert f"resume from one of its other checkpoints ({best})" in message and "auto_resume=false" in message
+    assert "weights_only=False" not in message
+    # Both ways out work: the earlier checkpoint, or starting over.
+    metrics = train(compose_config("train", [*command, "trainer.max_epochs=2", f"ckpt_path={best}"], tmp_path))
+    assert "test/acc1" in metrics
+    truncate(last)
+    metrics = train(compose_config("train", [*command, "trainer.max_epochs=1", "auto_resume=false"], tmp_path))
+    assert torch.load(last, weights_only=True)["global_step"] == 5
+
+
+def test_a_code_executing_checkpoint_is_refused_without_torchs_advice(tmp_path: Path) -> None:
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Exploit()}, evil)
+    with pytest.raises(CheckpointError) as err:
+        train(compose_config("train", [*SMOKE, "logger=csv", f"ckpt_path={evil}"], tmp_path))
+    message = str(err.value)
+    assert "refusing to load" in message and "it would import and call getattr when unpickled" in message
+    assert "weights_only=False" not in message and "Weights only load failed" not in message
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_eval_names_the_input_channels_of_the_checkpoint_and_the_data(tmp_path: Path) -> None:
+    gray = save_classifier(tmp_path / "gray.ckpt", "resattn_tiny_cifar", num_classes=10, in_chans=1)
+    cfg = compose_config("eval", [f"ckpt_path={gray}", *SMOKE_DATA], tmp_path)
+    with pytest.raises(CheckpointError, match=r"trained on 1-channel images \(in_chans=1\) but the data has 3"):
+        evaluate(cfg)
+
+
+@pytest.mark.parametrize("data", ["cifar10", "fashion_mnist"])
+def test_a_failed_download_says_what_failed_and_how_to_place_the_files(
+    data: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(CIFAR10, "url", f"{UNREACHABLE}cifar-10-python.tar.gz")
+    monkeypatch.setattr(FashionMNIST, "mirrors", [UNREACHABLE])
+    overrides = (
+        [f"data={data}", "data.download=true", "data.system_dir=/nonexistent"]
+        if data == "fashion_mnist"
+        else [
+            f"data={data}",
+            "data.download=true",
+        ]
+    )
+    cfg = compose_config("train", ["model=tiny", *overrides], tmp_path)
+    with pytest.raises(DataDownloadError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert UNREACHABLE in message and "Without network access" in message and str(tmp_path / "data") in message
+    assert not (tmp_path / "run" / "csv").exists() and not (tmp_path / "run" / "wandb").exists()
+    assert "Without network access" in (tmp_path / "run" / "train.log").read_text()  # the log holds the error
+
+
+def test_one_unreadable_image_does_not_throw_away_an_evaluation(tmp_path: Path) -> None:
+    checkpoint = save_classifier(tmp_path / "model.ckpt", "resattn_tiny_cifar", num_classes=10)
+    images = tmp_path / "mine"
+    write_image(images / "good.png", seed=1)
+    truncate(write_image(images / "broken.jpg", seed=2))
+    cfg = compose_config("eval", [f"ckpt_path={checkpoint}", *SMOKE_DATA, f"predict_dir={images}"], tmp_path)
+    results = evaluate(cfg)
+    out = tmp_path / "run"
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert saved["sizes"]["16"]["test/acc1"] == results["sizes"]["16"]["test/acc1"]
+    assert len(saved["unreadable_images"]) == 1 and saved["unreadable_images"][0].startswith("broken.jpg: ")
+    with (out / "predictions.csv").open() as f:
+        rows = {row["file"]: row for row in csv.DictReader(f)}
+    assert rows["good.png"]["top1"].startswith("class_") and rows["good.png"]["error"] == ""
+    assert rows["broken.jpg"]["top1"] == "" and rows["broken.jpg"]["error"].startswith("unreadable image")
+
+
+def test_an_image_folder_gives_its_classes(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    write_tree(root / "train", ["cat", "dog", "fox"], per_class=12)
+    write_tree(root / "val", ["cat", "dog", "fox"], per_class=4, seed=1)
+    folder = ["model=tiny", "data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8"]
+    cfg = compose_config("train", [*folder, "trainer.max_epochs=1", "logger=csv", "data.num_workers=0"], tmp_path)
+    metrics = train(cfg)
+    assert cfg.data.num_classes == 3 and metrics["test/acc5"] == 1.0
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["hyper_parameters"]["num_classes"] == 3
+    wrong = compose_config("train", [*folder, "data.num_classes=5", "logger=csv"], tmp_path / "wrong")
+    with pytest.raises(ValueError, match=r"num_classes=5 does not match the data \(class directories in .*: 3\)"):
+        train(wrong)
+
+
+def test_the_trainer_limits_are_plain_overrides(tmp_path: Path) -> None:
+    cfg = compose_config("train", [*SMOKE, "logger=csv", "trainer.limit_train_batches=2"], tmp_path)
+    train(cfg)
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
