@@ -226,6 +226,11 @@ class ImageClassifier(L.LightningModule):
             self.val_acc1_best.update(acc1)
             self.log("val/acc1_best", self.val_acc1_best.compute(), sync_dist=True, prog_bar=True)
 
+    def best_val_acc1(self) -> float | None:
+        """The best validation top-1 of this training so far (restored from checkpoints), None before any."""
+        best = float(self.val_acc1_best.max_value)
+        return best if math.isfinite(best) else None
+
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         logits = self._eval_step(batch, "test")
         self.test_per_class.update(logits, batch[1])

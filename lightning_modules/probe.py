@@ -140,7 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--num-classes", type=int, default=10, help="classes of a fresh network")
     parser.add_argument("--in-chans", type=int, default=3, help="input channels of a fresh network")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="probe", help="output folder (default: probe)")
+    parser.add_argument(
+        "--out", help="output folder (default: <run>/probe for --ckpt <run>/checkpoints/*.ckpt, logs/probe/<arch>)"
+    )
     return parser
 
 
@@ -168,7 +170,7 @@ def _networks(args: argparse.Namespace) -> tuple[list[tuple[str, nn.Module]], st
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write ``<out>/responses.csv`` and ``<out>/responses.png``."""
     from lightning_modules.checkpoints import CheckpointError
-    from lightning_modules.visualize import load_datamodule, split_images
+    from lightning_modules.visualize import default_output, load_datamodule, split_images
 
     args = _parser().parse_args(argv)
     try:
@@ -192,7 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, KeyError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    out = Path(args.out)
+    if args.out:
+        out = Path(args.out)
+    elif args.ckpt:
+        out = default_output(Path(args.ckpt[0]), "probe")
+    else:
+        out = Path("logs") / "probe" / arch
     write_csv(rows, out / "responses.csv")
     plot_responses(rows, out / "responses.png")
     for label, _ in networks:

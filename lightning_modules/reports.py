@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,6 +14,7 @@ from torchvision.transforms import functional as TF
 
 from lightning_modules.classifier import ImageClassifier
 
+log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -55,20 +58,28 @@ def write_confusion_png(path: Path, confusion: torch.Tensor, class_names: Sequen
 
 
 def _load_image(path: Path, in_chans: int, size: int) -> Image.Image:
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if in_chans == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from err
+    with Image.open(path) as img:
+        img = img.convert("L" if in_chans == 1 else "RGB")
     return TF.center_crop(TF.resize(img, size), size)
 
 
+@dataclass
+class Predictions:
+    """Where :func:`predict_folder` wrote its CSV, and the files it could not read (``file: reason``)."""
+
+    path: Path
+    unreadable: list[str] = field(default_factory=list)
+
+
 @torch.no_grad()
-def predict_folder(model: ImageClassifier, datamodule: object, folder: Path, output: Path, top_k: int = 5) -> Path:
+def predict_folder(
+    model: ImageClassifier, datamodule: object, folder: Path, output: Path, top_k: int = 5
+) -> Predictions:
     """Classify every image under ``folder`` with the data's eval preprocessing; write a CSV of top-k classes.
 
     Images are resized (shorter side) and centre-cropped to the data's ``image_size`` first, then go
-    through ``datamodule.eval_transform()`` exactly like the test split.
+    through ``datamodule.eval_transform()`` exactly like the test split. A file that cannot be decoded gets a row
+    with its ``error`` and no classes, is logged, and does not stop the others.
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"predict_dir={folder} is not a directory of images")
@@ -80,15 +91,28 @@ def predict_folder(model: ImageClassifier, datamodule: object, folder: Path, out
     k = min(top_k, model.hparams.num_classes)
     model.eval()
     output.parent.mkdir(parents=True, exist_ok=True)
+    result = Predictions(output)
     with output.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", *[f"top{i + 1}" for i in range(k)], *[f"prob{i + 1}" for i in range(k)]])
+        writer.writerow(["file", *[f"top{i + 1}" for i in range(k)], *[f"prob{i + 1}" for i in range(k)], "error"])
         for path in files:
-            image = _load_image(path, datamodule.in_chans, datamodule.image_size)
+            name = str(path.relative_to(folder))
+            try:
+                image = _load_image(path, datamodule.in_chans, datamodule.image_size)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                result.unreadable.append(f"{name}: {err}")
+                writer.writerow([name, *[""] * (2 * k), f"unreadable image: {err}"])
+                continue
             x = transform(TF.pil_to_tensor(image)).unsqueeze(0)  # every data pipeline takes uint8 CHW
             probs = model(x.to(model.device)).softmax(dim=1)[0]
             values, indices = probs.topk(k)
-            writer.writerow(
-                [str(path.relative_to(folder)), *[names[i] for i in indices.tolist()], *[f"{v:.4f}" for v in values]]
-            )
-    return output
+            writer.writerow([name, *[names[i] for i in indices.tolist()], *[f"{v:.4f}" for v in values], ""])
+    if result.unreadable:
+        log.warning(
+            "predict_dir: %d of %d image(s) could not be read and have no prediction (their rows in %s say why):\n  %s",
+            len(result.unreadable),
+            len(files),
+            output,
+            "\n  ".join(result.unreadable),
+        )
+    return result

@@ -10,19 +10,26 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.trainer.states import TrainerStatus
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lightning_modules.checkpoints import CheckpointError, check_fits, load_classifier, read_checkpoint
 from lightning_modules.precision import fast_precision
+from lightning_modules.reports import predict_folder, write_confusion_png, write_per_class_csv
+from lightning_modules.run_directory import RunDirectory
 
 log = logging.getLogger(__name__)
 MAX_RUN_NAME = 200  # file names may have 255 bytes
@@ -64,6 +71,27 @@ def instantiate_dict(section: DictConfig | None, kind: type) -> list[Any]:
     return objects
 
 
+def instantiate_loggers(section: DictConfig | None, wandb_id: str | None) -> list[Logger]:
+    """The configured loggers; a W&B logger gets the run directory's W&B run id (``wandb_id``)."""
+    loggers = []
+    for name, entry in (section or {}).items():
+        if entry is None or "_target_" not in entry:
+            continue
+        is_wandb = issubclass(get_class(entry._target_), WandbLogger)
+        logger = instantiate(entry, id=wandb_id) if is_wandb and wandb_id else instantiate(entry)
+        if not isinstance(logger, Logger):
+            raise TypeError(f"logger.{name}: expected a Logger, got {type(logger).__name__} from {entry._target_}")
+        loggers.append(logger)
+    return loggers
+
+
+def uses_wandb(section: DictConfig | None) -> bool:
+    return any(
+        entry is not None and "_target_" in entry and issubclass(get_class(entry._target_), WandbLogger)
+        for entry in (section or {}).values()
+    )
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists are kept as values)."""
     flat: dict[str, Any] = {}
@@ -87,18 +115,27 @@ def log_run_config(cfg: DictConfig, model: L.LightningModule, loggers: list[Logg
             logger.experiment.summary["model/summary"] = str(ModelSummary(model, max_depth=2))
 
 
-def resume_checkpoint(cfg: DictConfig) -> str | None:
-    """The checkpoint ``fit`` resumes from: ``ckpt_path`` if given, else this run's last.ckpt if any."""
+def resume_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint ``fit`` resumes from, read lazily (tensors mapped, not loaded) to check it first:
+    ``ckpt_path`` if given, else this run's last.ckpt if any (``auto_resume``)."""
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
         if not path.is_file():
             raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path} does not exist; give an existing .ckpt or null")
-        return str(path)
+        return path, read_checkpoint(path, lazy=True)
     last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if cfg.get("auto_resume", True) and last.is_file():
-        log.info("Resuming from %s (auto_resume; set auto_resume=false to start over elsewhere)", last)
-        return str(last)
-    return None
+    if not (cfg.get("auto_resume", True) and last.is_file()):
+        return None
+    try:
+        checkpoint = read_checkpoint(last, lazy=True)
+    except CheckpointError as err:
+        others = sorted(str(p) for p in last.parent.glob("*.ckpt") if p != last)
+        earlier = f"one of its other checkpoints ({', '.join(others)})" if others else "another checkpoint"
+        raise CheckpointError(
+            f"cannot resume this run: {err}. To continue, resume from {earlier} with ckpt_path=<file>, or start "
+            f"this run over with auto_resume=false (its last.ckpt is then replaced)"
+        ) from None
+    return last, checkpoint
 
 
 def finish_wandb(loggers: list[Logger]) -> None:
@@ -117,49 +154,205 @@ def metrics_as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def prepare_datamodule(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
+    """The datamodule, its data checked (downloaded when asked) and loaded: a missing dataset is reported here,
+    before any logger writes a file. Values found in the data (``num_classes`` of a folder tree) are written into
+    ``cfg.data`` so that the logged config is complete."""
+    datamodule = instantiate(cfg.data, **overrides)
+    if rank_zero_only.rank == 0:
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data.num_classes = datamodule.num_classes
+    return datamodule
+
+
+def _hydra_job() -> tuple[DictConfig | None, list[str], str | None]:
+    """``(hydra config, command-line overrides, data config choice)`` of this job, when run through Hydra."""
+    if not HydraConfig.initialized():
+        return None, [], None
+    hydra_cfg = HydraConfig.get()
+    return hydra_cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices.get("data")
+
+
+# Data options that change how the data are loaded or trained on, not which images the test split holds.
+TRAINING_ONLY_DATA_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "pin_memory",
+    "persistent_workers",
+    "max_train_samples",
+    "max_eval_samples",
+    "label_noise",
+    "label_noise_seed",
+    "gpu_resident",
+    "download",
+)
+
+
+def eval_command(best: str | None, data_choice: str | None, overrides: list[str]) -> str | None:
+    """The eval.py command for this run's best checkpoint on the same data (its whole test split)."""
+    if not best:
+        return None
+    data = [f"data={data_choice}"] if data_choice else []
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key.startswith("data.") and key.removeprefix("data.") not in TRAINING_ONLY_DATA_KEYS:
+            data.append(override)
+    return " ".join(["python eval.py", f"'ckpt_path={shown(best)}'", *dict.fromkeys(data)])
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies below it (as the user typed the command)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def length_text(length: Mapping[str, Any]) -> str:
+    """The limits that end the run, e.g. ``trainer.max_epochs=2, trainer.max_steps=160000``."""
+    limits = [f"trainer.{key}={value}" for key, value in sorted(length.items()) if value not in (None, -1)]
+    return ", ".join(limits) or "no step or epoch limit"
+
+
+def report_run(run: Path, metrics: Mapping[str, float], best: str | None, command: str | None) -> None:
+    """Say where the run, its curves and checkpoints are, what it scored and how to evaluate it."""
+    lines = [f"Run directory: {shown(run)}"]
+    csv_logs = sorted(run.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
+    if csv_logs:
+        earlier = f" (and {len(csv_logs) - 1} earlier, one per restart)" if len(csv_logs) > 1 else ""
+        lines.append(f"  curves: {csv_logs[-1].relative_to(run)}{earlier}")
+    wandb_runs = sorted(run.glob("wandb/offline-run-*"))
+    if wandb_runs:
+        upload = f"wandb sync {shown(run / 'wandb')}/offline-run-*"
+        lines.append(f"  W&B offline: {wandb_runs[-1].relative_to(run)} (upload: {upload})")
+    if best:
+        where = Path(best).relative_to(run) if Path(best).is_relative_to(run) else best
+        lines.append(f"  best checkpoint (val/acc1): {where}")
+    if (run / "checkpoints" / "last.ckpt").is_file():
+        lines.append("  last checkpoint: checkpoints/last.ckpt (rerunning the command resumes from it)")
+    results = {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "val/acc1_best"))}
+    if results:
+        lines.append("  results: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    if command:
+        lines.append(f"Evaluate it: {command}")
+    log.info("\n".join(lines))
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Seed, build data/module/callbacks/loggers/trainer, fit (auto-resuming), test; return metrics."""
+    """Train (resuming the run directory's last.ckpt), test, and return the metrics.
+
+    The process that owns the run directory (rank zero) locks it first, saves the config there and logs into its
+    ``train.log``; other DDP ranks (started by Lightning, which re-runs the script) only train.
+    """
+    if rank_zero_only.rank != 0:
+        return _train(cfg, None)
+    run = RunDirectory(cfg.paths.output_dir)
+    run.acquire()
+    try:
+        run.attach_log()
+        hydra_cfg, overrides, _ = _hydra_job()
+        run.save_config(cfg, hydra_cfg, overrides)
+        return _train(cfg, run)
+    except Exception:
+        run.log_failure()
+        raise
+    finally:
+        run.release()
+
+
+def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
+    length = {"max_steps": cfg.trainer.get("max_steps"), "max_epochs": cfg.trainer.get("max_epochs")}
+    resume = resume_checkpoint(cfg)
+    own_last = resume is not None and not cfg.get("ckpt_path")
+    _, overrides, data_choice = _hydra_job()
+    if run is not None and own_last:
+        finished = run.finished(length)
+        if finished and (finished.get("tested") or not cfg.get("test", True)):
+            log.info(
+                "This run already finished (%s, at %s): not training it again. To train longer raise "
+                "trainer.max_epochs or trainer.max_steps; to start over set auto_resume=false.",
+                length_text(length),
+                finished.get("at"),
+            )
+            best = finished.get("best_checkpoint")
+            report_run(run.path, finished["metrics"], best, eval_command(best, data_choice, overrides))
+            return dict(finished["metrics"])
+
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.module)
+    datamodule = prepare_datamodule(cfg)
+    model = instantiate(cfg.module, num_classes=datamodule.num_classes)
+    if resume is not None:
+        check_fits(resume[0], resume[1], model)
+    wandb_id = None
+    if run is not None and uses_wandb(cfg.get("logger")):
+        wandb_id = run.wandb_id(resuming=own_last, new_id=secrets.token_hex(4))
     callbacks = instantiate_dict(cfg.get("callbacks"), Callback)
-    loggers = instantiate_dict(cfg.get("logger"), Logger)
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_id)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    best = None
     try:
         if trainer.is_global_zero:
             log_run_config(cfg, model, loggers)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg), weights_only=True)
+        if run is not None:
+            run.forget_finished()
+        ckpt_path = str(resume[0]) if resume is not None else None
+        if own_last:
+            log.info("Resuming from %s (auto_resume; set auto_resume=false to start over)", shown(ckpt_path))
+        del resume  # the lazily mapped checkpoint: Lightning reads the file itself
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if trainer.state.status != TrainerStatus.FINISHED:
+            return metrics_as_floats(trainer.callback_metrics)
         metrics = metrics_as_floats(trainer.callback_metrics)
+        if "val/acc1_best" not in metrics and model.best_val_acc1() is not None:  # fit had nothing left to do
+            metrics["val/acc1_best"] = model.best_val_acc1()
+        best = next(
+            (cb.best_model_path for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path), None
+        )
         if cfg.get("test", True):
-            best = next(
-                (cb.best_model_path for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path),
-                None,
-            )
             if best is None:
                 log.warning("No best checkpoint on val/acc1; testing the final weights")
             trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
             metrics.update(metrics_as_floats(trainer.callback_metrics))
     finally:
         finish_wandb(loggers)
+    if run is not None:
+        run.mark_finished(length, metrics, best_checkpoint=best, tested=bool(cfg.get("test", True)))
+        report_run(run.path, metrics, best, eval_command(best, data_choice, overrides))
     return metrics
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint: top-1/top-5 and per-class accuracy at each test size, a confusion matrix PNG,
     and predictions for a folder of the user's own images; results go to the run directory."""
-    from lightning_modules.checkpoints import load_classifier
-    from lightning_modules.reports import predict_folder, write_confusion_png, write_per_class_csv
+    out = Path(cfg.paths.output_dir)
+    run = RunDirectory(out)  # a new directory per evaluation: no lock needed
+    hydra_cfg, overrides, _ = _hydra_job()
+    run.save_config(cfg, hydra_cfg, overrides)
+    run.attach_log("eval.log")
+    try:
+        return _evaluate(cfg, out)
+    except Exception:
+        run.log_failure()
+        raise
+    finally:
+        run.detach_log()
 
+
+def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
-    model = load_classifier(cfg.ckpt_path, num_classes=cfg.data.num_classes)
+    sizes = list(cfg.get("test_sizes") or []) or [cfg.data.image_size]
+    datamodules = {size: prepare_datamodule(cfg, image_size=size) for size in sizes}
+    first = datamodules[sizes[0]]
+    model = load_classifier(cfg.ckpt_path, num_classes=first.num_classes, in_chans=first.in_chans)
     loggers = instantiate_dict(cfg.get("logger"), Logger)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[], max_steps=-1)
-    out = Path(cfg.paths.output_dir)
     results: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "arch": model.hparams.arch, "sizes": {}}
-    sizes = list(cfg.get("test_sizes") or []) or [cfg.data.image_size]
     try:
-        for size in sizes:
-            datamodule = instantiate(cfg.data, image_size=size)
+        for size, datamodule in datamodules.items():
             trainer.test(model, datamodule=datamodule, weights_only=True)
             metrics = metrics_as_floats(trainer.callback_metrics)
             per_class = model.test_per_class.compute().tolist()
@@ -172,11 +365,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 "per_class_acc": dict(zip(datamodule.class_names, per_class, strict=True)),
             }
         if cfg.get("predict_dir"):
-            results["predictions"] = str(
-                predict_folder(model, datamodule, Path(cfg.predict_dir), out / "predictions.csv")
-            )
+            predictions = predict_folder(model, first, Path(cfg.predict_dir), out / "predictions.csv")
+            results["predictions"] = str(predictions.path)
+            results["unreadable_images"] = predictions.unreadable
     finally:
         finish_wandb(loggers)
-    (out / "eval_results.json").write_text(json.dumps(results, indent=2))
+        (out / "eval_results.json").write_text(json.dumps(results, indent=2))
     log.info("Evaluation results written to %s", out / "eval_results.json")
     return results

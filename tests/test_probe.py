@@ -94,3 +94,16 @@ def test_command_on_checkpoints_and_errors(tmp_path: Path, capsys: pytest.Captur
     assert "missing.ckpt does not exist" in capsys.readouterr().err
     assert main(["--ckpt", str(paths[0]), "--arch", ARCH]) == 1
     assert "either --ckpt" in capsys.readouterr().err
+
+
+def test_default_output_is_the_runs_folder_or_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never a probe/ folder in whatever directory the command runs from."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["--arch", ARCH, "--image-size", "16", "--num-images", "2"]) == 0
+    assert (tmp_path / "logs" / "probe" / ARCH / "responses.csv").is_file()
+    run = tmp_path / "logs" / "train" / "runs" / "x"
+    (run / "checkpoints").mkdir(parents=True)
+    save_checkpoint(ImageClassifier(ARCH, num_classes=10), run / "checkpoints" / "last.ckpt")
+    assert main(["--ckpt", str(run / "checkpoints" / "last.ckpt"), "--image-size", "16", "--num-images", "2"]) == 0
+    assert (run / "probe" / "responses.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]

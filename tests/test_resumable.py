@@ -93,7 +93,7 @@ def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(tmp_path: Path
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *overrides, "+trainer.limit_train_batches=1.0"],
+        [sys.executable, str(ROOT / "train.py"), *overrides, "trainer.limit_train_batches=1.0"],
         cwd=crashed,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -113,7 +113,7 @@ def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(tmp_path: Path
     killed_at = _latest_step(run)
     assert 15 <= killed_at < 22
 
-    resumed = run_script("train.py", *overrides, "+trainer.limit_train_batches=1.0", cwd=crashed)
+    resumed = run_script("train.py", *overrides, "trainer.limit_train_batches=1.0", cwd=crashed)
     assert "Resuming from" in resumed.stdout + resumed.stderr
 
     def final(path: Path) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -46,25 +47,21 @@ def last_value(rows: list[dict[str, str]], key: str) -> float:
 
 
 @pytest.mark.slow
-def test_fashion_mnist_fit_test_wandb_and_eval(tmp_path: Path) -> None:
-    """The README's job at small scale: real Fashion-MNIST files, checkpoint, CSV + W&B offline, eval.py."""
+def test_quickstart_twice_then_eval_twice(tmp_path: Path) -> None:
+    """The README's main job at small scale, run twice as users do: real Fashion-MNIST files, checkpoints, CSV + W&B
+    offline; the rerun reports the finished run; the evaluation command it prints runs twice."""
     overrides = [
-        "model=tiny",
-        "data=fashion_mnist",
+        "experiment=quickstart",
         "data.max_train_samples=1280",
-        "model.zero_init_last=true",
         "data.max_eval_samples=256",
-        "data.num_workers=0",
         "trainer.max_epochs=2",
-        "scheduler=cosine",
-        "trainer.log_every_n_steps=10",
         "callbacks.progress_bar.refresh_rate=0",
     ]
-    run_script("train.py", *overrides, cwd=tmp_path)
-    run = run_dir(tmp_path)
-    # Named after the overrides (too long here: cut, with a hash of the whole so distinct commands stay distinct).
-    assert re.fullmatch(
-        r"callbacks\.progress_bar\.refresh_rate:0\+data\.max_eval_samples:256\+.*-[0-9a-f]{10}", run.name
+    first = run_script("train.py", *overrides, cwd=tmp_path)
+    run = run_dir(tmp_path, "quickstart")
+    # Named after the overrides (the epochs excluded: a longer run of the same command continues this one).
+    assert run.name == (
+        "callbacks.progress_bar.refresh_rate:0+data.max_eval_samples:256+data.max_train_samples:1280+experiment:quickstart"
     )
     ckpts = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
@@ -73,6 +70,11 @@ def test_fashion_mnist_fit_test_wandb_and_eval(tmp_path: Path) -> None:
     rows = metrics_rows(run)
     assert last_value(rows, "test/acc1") > 0.2  # 40 steps; 10 classes: chance is 0.1
     assert last_value(rows, "val/acc1_best") >= last_value(rows, "val/acc1")
+    printed = first.stdout + first.stderr
+    assert f"Run directory: logs/quickstart/runs/{run.name}" in printed
+    assert "curves: csv/version_0/metrics.csv" in printed
+    log = (run / "train.log").read_text()
+    assert "Seed set to 42" in log and "Evaluate it: python eval.py" in log  # the console's messages, with times
 
     # W&B offline: one finished run (syncable later) with the flat config, history and summary.
     (wandb_dir,) = (run / "wandb").glob("offline-run-*")
@@ -85,19 +87,24 @@ def test_fashion_mnist_fit_test_wandb_and_eval(tmp_path: Path) -> None:
     assert "ResidualAttentionNet" in wandb_run.summary["model/summary"]
     assert any("train/loss_step" in h for h in wandb_run.history)
 
-    # Eval.py with per-class accuracy, confusion matrix and predictions.
+    second = run_script("train.py", *overrides, cwd=tmp_path)
+    printed = second.stdout + second.stderr
+    assert "This run already finished (trainer.max_epochs=2, at " in printed
+    assert f"test/acc1={last_value(rows, 'test/acc1'):.4f}" in printed
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1 and len(list((run / "csv").iterdir())) == 1
+
+    # The printed evaluation command, twice: per-class accuracy, confusion matrix and predictions, never overwritten.
+    (command,) = re.findall(r"Evaluate it: python eval.py (.*)", printed)
     images = tmp_path / "my_images"
     write_tree(images, ["a"], per_class=2)
-    run_script(
-        "eval.py",
-        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-        "data=fashion_mnist",
-        "data.max_eval_samples=200",
-        "data.num_workers=0",
-        f"predict_dir={images}",
-        cwd=tmp_path,
-    )
-    out = eval_dir(tmp_path)
+    evaluation = [*shlex.split(command), "data.max_eval_samples=200", f"predict_dir={images}"]
+    best = next((run / "checkpoints").glob("best-*.ckpt")).relative_to(tmp_path)
+    assert evaluation[:2] == [f"ckpt_path={best}", "data=fashion_mnist"]
+    for _ in range(2):
+        run_script("eval.py", *evaluation, cwd=tmp_path)
+    outputs = sorted((tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json"))
+    assert len(outputs) == 2
+    out = outputs[-1].parent
     results = json.loads((out / "eval_results.json").read_text())
     size = results["sizes"]["28"]
     assert 0.0 <= size["test/acc1"] <= size["test/acc5"] <= 1.0
@@ -120,6 +127,7 @@ def test_fashion_mnist_fit_test_wandb_and_eval(tmp_path: Path) -> None:
         predictions = list(csv.DictReader(f))
     assert [p["file"] for p in predictions] == ["a/img0.jpg", "a/img1.png"]
     assert all(p["top1"] in size["per_class_acc"] for p in predictions)
+    assert results["unreadable_images"] == []
 
 
 def test_imagefolder_tree_of_png_files(tmp_path: Path) -> None:
@@ -177,21 +185,6 @@ def test_missing_data_says_where_and_how(tmp_path: Path) -> None:
     assert "download=true" in message
 
 
-def test_rerun_resumes_from_last_checkpoint(tmp_path: Path) -> None:
-    base = [*SMOKE, "logger=csv"]
-    run_script("train.py", *base, "trainer.max_epochs=1", cwd=tmp_path)
-    run = run_dir(tmp_path)
-    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert first["global_step"] == 5  # 192 * 0.9 // 32 batches per epoch
-    proc = run_script("train.py", *base, "trainer.max_epochs=2", cwd=tmp_path)
-    assert run_dir(tmp_path) == run  # same command (+ longer training) = same run
-    assert re.search(r"Resuming from \S+/checkpoints/last\.ckpt", proc.stdout + proc.stderr)
-    second = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert second["global_step"] == 10
-    epochs = {int(r["epoch"]) for r in metrics_rows(run) if r.get("train/loss")}
-    assert epochs == {0, 1}
-
-
 @pytest.mark.slow
 def test_multirun_two_jobs_each_with_its_own_wandb_run(tmp_path: Path) -> None:
     proc = run_script("train.py", "-m", *SMOKE, "trainer.max_epochs=1", "mask=mixed,spatial", cwd=tmp_path)
@@ -212,21 +205,26 @@ def test_multirun_two_jobs_each_with_its_own_wandb_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_optuna_search_returns_the_metric(tmp_path: Path) -> None:
-    proc = run_script(
-        "train.py",
+    search = [
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
         *(o for o in SMOKE if not o.startswith("optimizer.lr")),  # searched
         "trainer.max_epochs=1",
         "logger=csv",
-        cwd=tmp_path,
-    )
-    results = yaml.safe_load(
-        next((tmp_path / "logs" / "train" / "multiruns").glob("optimization_results.yaml")).read_text()
-    )
+    ]
+    proc = run_script("train.py", *search, cwd=tmp_path)
+    results_file = tmp_path / "logs" / "train" / "multiruns" / "optimization_results.yaml"
+    results = yaml.safe_load(results_file.read_text())
     assert results["name"] == "optuna"
     assert 0.0 <= results["best_value"] <= 1.0, proc.stdout
     assert set(results["best_params"]) == {"optimizer.lr", "optimizer.weight_decay", "model.mask_type"}
+    assert "alembic" not in proc.stdout + proc.stderr
+
+    # The same sweep again: every trial returns its stored objective, nothing trains.
+    again = run_script("train.py", *search, cwd=tmp_path)
+    assert (again.stdout + again.stderr).count("This run already finished") == 2
+    assert yaml.safe_load(results_file.read_text()) == results
+    assert all(len(list(job.glob("csv/version_*"))) == 1 for job in results_file.parent.glob("*/"))
 
 
 @pytest.mark.slow

@@ -1,0 +1,160 @@
+"""Running a command again, next to another run, and after a crash: the run directory's lock, record and W&B id."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import ROOT, SMOKE, quiet_trainer, run_script
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+
+from lightning_modules.checkpointing import LastCheckpoint
+from lightning_modules.run_directory import RunDirectory
+from lightning_modules.wandb_offline import read_offline_run
+
+
+def the_run(cwd: Path, task: str = "train") -> Path:
+    (run,) = (cwd / "logs" / task / "runs").iterdir()
+    return run
+
+
+class RisingScore(L.LightningModule):
+    """A model whose validation score is its epoch number: every epoch is the best so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(2, 1)
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self.layer(batch).sum()
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self.log("val/acc1", float(self.current_epoch))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.randn(8, 2), batch_size=4)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(torch.randn(4, 2), batch_size=4)
+
+
+def test_last_checkpoint_records_the_best_checkpoint_chosen_at_its_own_epoch(tmp_path: Path) -> None:
+    """The epoch-end last.ckpt holds the best-checkpoint callback's state after that epoch's choice, whatever the
+    order of the callbacks in the config, so a resumed or re-tested run never points at a deleted file."""
+    last = LastCheckpoint(dirpath=str(tmp_path), every_n_train_steps=100)
+    best = ModelCheckpoint(dirpath=tmp_path, filename="best-{epoch}", monitor="val/acc1", mode="max", save_top_k=1)
+    trainer = quiet_trainer(tmp_path, max_epochs=3, callbacks=[last, best], enable_checkpointing=True)
+    trainer.fit(RisingScore())
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]
+    (saved,) = (v for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    assert Path(saved["best_model_path"]).name == "best-epoch=2.ckpt" and Path(saved["best_model_path"]).is_file()
+    assert float(saved["best_model_score"]) == 2.0
+    assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch=2.ckpt"]
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_reports_it_and_a_longer_run_continues(tmp_path: Path) -> None:
+    base = [*SMOKE, "logger=csv"]
+    run_script("train.py", *base, "trainer.max_epochs=2", cwd=tmp_path)
+    run = the_run(tmp_path)
+    best_before = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
+
+    again = run_script("train.py", *base, "trainer.max_epochs=2", cwd=tmp_path)
+    out = again.stdout + again.stderr
+    assert "This run already finished (trainer.max_epochs=2" in out and "not training it again" in out
+    assert re.search(r"results: .*test/acc1=\d\.\d{4}", out) and "Evaluate it: python eval.py 'ckpt_path=" in out
+    assert "Restoring states" not in out and len(list((run / "csv").glob("version_*"))) == 1  # nothing re-ran
+
+    longer = run_script("train.py", *base, "trainer.max_epochs=4", cwd=tmp_path)
+    assert "Resuming from" in longer.stdout + longer.stderr
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20  # 5 per epoch
+    versions = sorted((run / "csv").glob("version_*/metrics.csv"))
+    assert len(versions) == 2  # a restart writes a new CSV version, never over the first
+    epochs = [{row["epoch"] for row in csv.DictReader(path.open()) if row.get("train/loss")} for path in versions]
+    assert epochs == [{"0", "1"}, {"2", "3"}]
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")  # save_top_k=1 holds across the restart
+    assert best_before and best.is_file()
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    (saved,) = (v for k, v in state.items() if k.startswith("ModelCheckpoint"))
+    assert Path(saved["best_model_path"]) == best
+
+
+@pytest.mark.slow
+def test_a_second_run_in_the_same_directory_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path: Path) -> None:
+    command = [*SMOKE, "logger=csv", "callbacks.last_checkpoint.every_n_train_steps=1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *command, "trainer.max_epochs=1000"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt")):
+            assert first.poll() is None, "the first run ended early"
+            time.sleep(0.1)
+        run = the_run(tmp_path)
+        os.kill(first.pid, signal.SIGSTOP)  # frozen, so that its files stay as they are while we compare
+        before = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*")}
+
+        second = run_script("train.py", *command, "trainer.max_epochs=2", cwd=tmp_path, check=False)
+        assert second.returncode != 0
+        message = second.stdout + second.stderr
+        assert f"{run.name} is in use by process {first.pid}" in message and "train.py" in message
+        assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*")} == before
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+
+    epoch = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    third = run_script("train.py", *command, f"trainer.max_epochs={epoch + 2}", cwd=tmp_path)
+    out = third.stdout + third.stderr
+    assert f"from process {first.pid}, which ended without releasing it" in out and "Resuming from" in out
+    assert (run / ".lock").read_text() == ""  # released at the end
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_its_wandb_run(tmp_path: Path) -> None:
+    run_script("train.py", *SMOKE, "trainer.max_epochs=1", cwd=tmp_path)
+    resumed = run_script("train.py", *SMOKE, "trainer.max_epochs=2", cwd=tmp_path)
+    run = the_run(tmp_path)
+    folders = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2
+    ids = {folder.name.rsplit("-", 1)[1] for folder in folders}
+    assert len(ids) == 1, folders  # one W&B run, synced from both folders: `wandb sync <run>/wandb/offline-run-*`
+    first, second = (read_offline_run(folder) for folder in folders)
+    assert first.finished and second.finished
+    steps = [h["trainer/global_step"] for h in second.history if "trainer/global_step" in h]
+    assert min(steps) > max(h["trainer/global_step"] for h in first.history if "trainer/global_step" in h)
+    console = resumed.stdout + resumed.stderr
+    assert "anonymous setting" not in console and "worker processes in total" not in console
+
+
+def test_the_record_knows_a_finished_run_by_its_length(tmp_path: Path) -> None:
+    run = RunDirectory(tmp_path)
+    assert run.finished({"max_steps": -1, "max_epochs": 2}) is None
+    first_id = run.wandb_id(resuming=False, new_id="aaaa")
+    assert run.wandb_id(resuming=True, new_id="bbbb") == first_id == "aaaa"
+    run.mark_finished({"max_steps": -1, "max_epochs": 2}, {"test/acc1": 0.5}, tested=True)
+    assert run.finished({"max_steps": -1, "max_epochs": 2})["metrics"] == {"test/acc1": 0.5}
+    assert run.finished({"max_steps": -1, "max_epochs": 3}) is None  # a longer run trains on
+    assert run.wandb_id(resuming=False, new_id="cccc") == "cccc"  # started over: a new W&B run
+    run.forget_finished()
+    assert run.finished({"max_steps": -1, "max_epochs": 2}) is None
+    (tmp_path / "run.json").write_text("{not json")
+    assert run.read_record() == {}  # a damaged record never blocks a run
