@@ -18,7 +18,18 @@ import torch
 from lightning_modules.classifier import ImageClassifier
 
 # The hyper-parameters that decide the network's structure, i.e. whether its weights fit.
-NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "model_kwargs", "variant_overrides")
+NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "net")
+# Checkpoints written before the network's options became one `net` node kept them in two.
+LEGACY_NET_HPARAMS = ("model_kwargs", "variant_overrides")
+
+
+def current_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``hparams`` of an ImageClassifier checkpoint in today's form (older ones: ``net`` from the two old keys)."""
+    upgraded = {k: v for k, v in hparams.items() if k not in LEGACY_NET_HPARAMS}
+    legacy = [hparams[k] or {} for k in LEGACY_NET_HPARAMS if k in hparams]
+    if legacy:
+        upgraded["net"] = {**{k: v for part in legacy for k, v in part.items()}, **(hparams.get("net") or {})}
+    return upgraded
 
 
 class CheckpointError(RuntimeError):
@@ -59,16 +70,16 @@ def describe_network(hparams: Mapping[str, Any]) -> str:
     text = (
         f"{hparams.get('arch')!r} for {hparams.get('num_classes')} classes, {hparams.get('in_chans')} input channel(s)"
     )
-    options = {**(hparams.get("model_kwargs") or {}), **(hparams.get("variant_overrides") or {})}
+    options = current_hparams(hparams).get("net")
     return f"{text}, options {options}" if options else text
 
 
 def check_fits(path: str | Path, checkpoint: Mapping[str, Any], model: ImageClassifier) -> None:
     """Raise one :class:`CheckpointError` naming both networks when the checkpoint's weights cannot be loaded into
     ``model`` (different architecture, classes, channels or network options)."""
-    saved = checkpoint.get("hyper_parameters") or {}
+    saved = current_hparams(checkpoint.get("hyper_parameters") or {})
     wanted = dict(model.hparams)
-    hparams_differ = any(saved.get(key) != wanted.get(key) for key in NETWORK_HPARAMS if key in saved)
+    hparams_differ = any((saved.get(key) or None) != (wanted.get(key) or None) for key in NETWORK_HPARAMS)
     own = model.state_dict()
     weights = checkpoint["state_dict"]
     shapes_differ = set(weights) != set(own) or any(tuple(weights[k].shape) != tuple(own[k].shape) for k in own)
@@ -89,7 +100,7 @@ def load_classifier(
     """``ImageClassifier`` from a checkpoint, checked against the expected class count, input channels and
     architecture."""
     checkpoint = read_checkpoint(path, lazy=True)
-    hparams = checkpoint.get("hyper_parameters") or {}
+    hparams = current_hparams(checkpoint.get("hyper_parameters") or {})
     if "arch" not in hparams or "num_classes" not in hparams:
         raise CheckpointError(f"{path} holds no ImageClassifier hyper-parameters (arch, num_classes)")
     if num_classes is not None and hparams["num_classes"] != num_classes:

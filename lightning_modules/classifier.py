@@ -30,16 +30,15 @@ EVAL_STAGES = ("val", "test")
 MIXUP_DEFAULTS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5}
 
 
-def build_network(
-    arch: str, num_classes: int, in_chans: int, model_kwargs: Mapping[str, Any] | None = None
-) -> nn.Module:
-    """``timm.create_model`` with a clear error for unknown names (resattn variants are listed)."""
+def build_network(arch: str, num_classes: int, in_chans: int, net: Mapping[str, Any] | None = None) -> nn.Module:
+    """``timm.create_model(arch, num_classes=..., in_chans=..., **net)``, with a clear error for unknown names
+    (resattn variants are listed)."""
     if not timm.is_model(arch):
         raise ValueError(
             f"unknown architecture {arch!r}; resattn variants: {', '.join(resattn.list_variants())} "
             "(any other timm model name works too)"
         )
-    return timm.create_model(arch, num_classes=num_classes, in_chans=in_chans, **dict(model_kwargs or {}))
+    return timm.create_model(arch, num_classes=num_classes, in_chans=in_chans, **dict(net or {}))
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -80,8 +79,8 @@ class ImageClassifier(L.LightningModule):
         arch: timm model name, e.g. ``resattn92_cifar``.
         num_classes: classifier outputs.
         in_chans: input channels.
-        model_kwargs: extra keyword arguments for the network (``mask_type``, ``attention_residual``...).
-        variant_overrides: :class:`resattn.VariantSpec` fields to change (``units_per_level``...).
+        net: the network's other keyword arguments, passed to ``timm.create_model`` unchanged: its options
+            (``mask_type``, ``attention_residual``...) and :class:`resattn.VariantSpec` fields (``units_per_level``...).
         optimizer: plain dict, see :func:`lightning_modules.optim.build_optimizer`.
         scheduler: plain dict, see :func:`lightning_modules.optim.build_scheduler`.
         label_smoothing: cross-entropy label smoothing (0 in the paper).
@@ -98,8 +97,7 @@ class ImageClassifier(L.LightningModule):
         arch: str,
         num_classes: int,
         in_chans: int = 3,
-        model_kwargs: dict[str, Any] | None = None,
-        variant_overrides: dict[str, Any] | None = None,
+        net: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
@@ -110,7 +108,7 @@ class ImageClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.net = build_network(arch, num_classes, in_chans, {**(model_kwargs or {}), **(variant_overrides or {})})
+        self.net = build_network(arch, num_classes, in_chans, net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = ModelEmaV3(self.net, decay=ema_decay) if ema_decay else None

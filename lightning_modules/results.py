@@ -9,7 +9,7 @@ with OmegaConf; no Hydra needed) or, without one, its offline W&B log ``wandb/of
 (``csv/metrics.csv`` or ``csv/version_<n>/metrics.csv``, newest last), else of the newest W&B run's summary.
 Other test sizes (Table 7) come from the ``eval_results.json`` files that ``eval.py`` wrote for one of the run's
 checkpoints. Runs are grouped by the table's row and column keys (e.g. ``model.name`` x
-``model.attention_residual``); a cell shows the error ``100 * (1 - acc)`` as mean ± sample std over its runs
+``model.net.attention_residual``); a cell shows the error ``100 * (1 - acc)`` as mean ± sample std over its runs
 (seeds), the run count, and the paper's number (PAPER.md §6) with its source tag, ``(unverified)`` included.
 Settings that differ from the paper's recipe (PAPER.md §5) are listed under the table.
 """
@@ -122,24 +122,24 @@ TABLES: dict[str, Table] = {
             "activation",
             (ERR,),
             (
-                Row("f1 mixed", {"model.mask_type": "mixed"}, (_u(5.52),)),
-                Row("f2 channel", {"model.mask_type": "channel"}, (_u(6.24),)),
-                Row("f3 spatial", {"model.mask_type": "spatial"}, (_u(6.33),)),
+                Row("f1 mixed", {"model.net.mask_type": "mixed"}, (_u(5.52),)),
+                Row("f2 channel", {"model.net.mask_type": "channel"}, (_u(6.24),)),
+                Row("f3 spatial", {"model.net.mask_type": "spatial"}, (_u(6.33),)),
             ),
-            {**CIFAR_RECIPE, **CIFAR10, **ATT56, "model.mask_structure": "hourglass", "model.attention_residual": True},
+            {**CIFAR_RECIPE, **CIFAR10, **ATT56, "model.net.mask_structure": "hourglass", "model.net.attention_residual": True},
         ),
         Table(
             "table3",
             "Table 3: attention residual learning (ARL) vs naive attention learning (NAL), CIFAR-10 top-1 error (%)",
             "network",
-            (Column("ARL", {"model.attention_residual": True}), Column("NAL", {"model.attention_residual": False})),
+            (Column("ARL", {"model.net.attention_residual": True}), Column("NAL", {"model.net.attention_residual": False})),
             (
                 Row("Attention-56", {"model.name": "att56"}, (_u(5.52), _u(5.89))),
                 Row("Attention-92", {"model.name": "att92"}, (_p(4.99), _u(5.35))),
                 Row("Attention-128", {"model.name": "att128"}, (_u(4.44), _u(5.57))),
                 Row("Attention-164", {"model.name": "att164"}, (_u(4.31), _u(7.18))),
             ),
-            {**CIFAR_RECIPE, **CIFAR10, "model.mask_type": "mixed", "model.mask_structure": "hourglass"},
+            {**CIFAR_RECIPE, **CIFAR10, "model.net.mask_type": "mixed", "model.net.mask_structure": "hourglass"},
         ),
         Table(
             "table4",
@@ -147,10 +147,10 @@ TABLES: dict[str, Table] = {
             "mask",
             (ERR,),
             (
-                Row("local convolutions", {"model.mask_structure": "local"}, (_u(6.48),)),
-                Row("encoder-decoder", {"model.mask_structure": "hourglass"}, (_u(5.52),)),
+                Row("local convolutions", {"model.net.mask_structure": "local"}, (_u(6.48),)),
+                Row("encoder-decoder", {"model.net.mask_structure": "hourglass"}, (_u(5.52),)),
             ),
-            {**CIFAR_RECIPE, **CIFAR10, **ATT56, "model.mask_type": "mixed", "model.attention_residual": True},
+            {**CIFAR_RECIPE, **CIFAR10, **ATT56, "model.net.mask_type": "mixed", "model.net.attention_residual": True},
         ),
         Table(
             "table5",
@@ -163,7 +163,7 @@ TABLES: dict[str, Table] = {
                 Row("50%", {"data.label_noise": 0.5}, (_u(8.35), _u(7.27))),
                 Row("70%", {"data.label_noise": 0.7}, (_p(17.21), _p(15.75))),
             ),
-            {**CIFAR_RECIPE, **CIFAR10, "model.mask_type": "mixed", "model.attention_residual": True},
+            {**CIFAR_RECIPE, **CIFAR10, "model.net.mask_type": "mixed", "model.net.attention_residual": True},
         ),
         Table(
             "table6",
@@ -179,7 +179,7 @@ TABLES: dict[str, Table] = {
                 Row("Attention-236", {"model.name": "att236"}, (_p(4.14), _p(21.16)), _p(5.1)),
                 Row("Attention-452†", {"model.name": "att452"}, (_p(3.90), _p(20.45)), _p(8.6)),
             ),
-            {**CIFAR_RECIPE, "model.mask_type": "mixed", "model.attention_residual": True},
+            {**CIFAR_RECIPE, "model.net.mask_type": "mixed", "model.net.attention_residual": True},
             params=True,
         ),
         Table(
@@ -206,8 +206,8 @@ TABLES: dict[str, Table] = {
                 "scheduler.milestones": [200000, 400000, 500000],
                 "scheduler.gamma": 0.1,
                 "trainer.max_steps": 530000,
-                "model.mask_type": "mixed",
-                "model.attention_residual": True,
+                "model.net.mask_type": "mixed",
+                "model.net.attention_residual": True,
             },
             params=True,
         ),

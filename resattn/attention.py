@@ -48,8 +48,8 @@ class AttentionModule(nn.Module):
             num_pools,
             units_per_level=units_per_level,
             mask_type=mask_type,
-            structure=mask_structure,
-            local_units=local_mask_units,
+            mask_structure=mask_structure,
+            local_mask_units=local_mask_units,
         )
         self.post = make_units(unit_type, channels, num_pre_units)
 

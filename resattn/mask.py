@@ -155,17 +155,19 @@ class SoftMaskBranch(nn.Module):
         num_pools: int,
         units_per_level: int = 1,
         mask_type: str = "mixed",
-        structure: str = "hourglass",
-        local_units: int | None = None,
+        mask_structure: str = "hourglass",
+        local_mask_units: int | None = None,
     ) -> None:
         super().__init__()
-        if structure == "hourglass":
+        if mask_structure == "hourglass":
             self.body: nn.Module = HourglassMask(unit_type, channels, num_pools, units_per_level)
-        elif structure == "local":
-            count = local_units if local_units is not None else flop_matched_local_units(num_pools, units_per_level)
+        elif mask_structure == "local":
+            count = local_mask_units
+            if count is None:
+                count = flop_matched_local_units(num_pools, units_per_level)
             self.body = LocalMask(unit_type, channels, count)
         else:
-            raise ValueError(f"unknown mask structure {structure!r}; accepted: {list(MASK_STRUCTURES)}")
+            raise ValueError(f"unknown mask structure {mask_structure!r}; accepted: {list(MASK_STRUCTURES)}")
         self.tail = MaskTail(channels, unit_class(unit_type).preactivation)
         self.activation = MaskActivation(mask_type)
 

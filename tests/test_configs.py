@@ -80,7 +80,7 @@ def test_cifar100_picks_the_cifar_twin_and_100_classes(tmp_path: Path) -> None:
 )
 def test_mask_and_attention_groups_reach_the_network(override: str, key: str, value: object, tmp_path: Path) -> None:
     cfg = compose_config("train", ["model=tiny", override], tmp_path)
-    assert cfg.module.model_kwargs[key] == value
+    assert cfg.module.net[key] == value
     module = instantiate(cfg.module)
     attention = next(m for _, m in module.net.attention_modules())
     actual = {

@@ -59,13 +59,13 @@ def test_top5_with_fewer_than_five_classes_is_one() -> None:
     assert model.metrics["val_acc"].compute()["val/acc5"] == 1.0
 
 
-def test_model_kwargs_and_variant_overrides_reach_the_network() -> None:
+def test_the_net_options_reach_the_network_unchanged() -> None:
+    """Network options and VariantSpec fields travel in one mapping to timm.create_model."""
     model = ImageClassifier(
         "resattn_tiny_cifar",
         num_classes=7,
         in_chans=1,
-        model_kwargs={"mask_type": "spatial", "attention_residual": False},
-        variant_overrides={"num_trunk_units": 1},
+        net={"mask_type": "spatial", "attention_residual": False, "num_trunk_units": 1},
     )
     modules = [m for _, m in model.net.attention_modules()]
     assert all(not m.attention_residual and m.mask.activation.mask_type == "spatial" for m in modules)
@@ -80,14 +80,14 @@ def test_unknown_arch_lists_variants() -> None:
 
 def test_checkpoint_reloads_without_hydra(tmp_path: Path) -> None:
     train, val = loaders()
-    model = tiny_classifier(model_kwargs={"mask_type": "channel"})
+    model = tiny_classifier(net={"mask_type": "channel"})
     t = quiet_trainer(tmp_path)
     t.fit(model, train, val)
     path = tmp_path / "model.ckpt"
     t.save_checkpoint(path)
     restored = ImageClassifier.load_from_checkpoint(path, weights_only=True)
     assert restored.hparams.optimizer == SGD
-    assert restored.hparams.model_kwargs == {"mask_type": "channel"}
+    assert restored.hparams.net == {"mask_type": "channel"}
     x = torch.randn(2, 3, 16, 16)
     model.eval(), restored.eval()
     torch.testing.assert_close(model(x), restored(x))
@@ -300,3 +300,17 @@ def test_training_steps_read_nothing_back_from_the_device_between_logging_steps(
     fit.fit(model, train)
     assert fit.global_step == 6
     assert counter.reads.calls == {}
+
+
+def test_checkpoints_from_before_the_net_node_still_load(tmp_path: Path) -> None:
+    """Older checkpoints kept the network's options as model_kwargs + variant_overrides."""
+    model = tiny_classifier(net={"mask_type": "channel", "num_trunk_units": 1})
+    hparams = {k: v for k, v in model.hparams.items() if k != "net"}
+    hparams |= {"model_kwargs": {"mask_type": "channel"}, "variant_overrides": {"num_trunk_units": 1}}
+    path = tmp_path / "old.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": hparams}, path)
+    restored = load_classifier(path)
+    assert restored.hparams.net == {"mask_type": "channel", "num_trunk_units": 1}
+    x = torch.randn(2, 3, 16, 16)
+    model.eval(), restored.eval()
+    torch.testing.assert_close(model(x), restored(x))

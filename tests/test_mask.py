@@ -237,18 +237,18 @@ def test_hourglass_cost_in_units(num_pools: int, r: int, cost: float) -> None:
 
 
 def test_local_mask_structure() -> None:
-    branch = SoftMaskBranch("preact", 8, num_pools=3, structure="local").eval()
+    branch = SoftMaskBranch("preact", 8, num_pools=3, mask_structure="local").eval()
     assert isinstance(branch.body, LocalMask)
     assert len(branch.body.units) == flop_matched_local_units(3)
     assert not any(isinstance(m, nn.MaxPool2d) for m in branch.modules())  # no down/up-sampling
     x0 = torch.randn(1, 8, 9, 11)
     with torch.no_grad():
         torch.testing.assert_close(branch(x0), torch.sigmoid(branch.tail(branch.body.units(x0))))
-    assert len(SoftMaskBranch("preact", 8, 3, structure="local", local_units=3).body.units) == 3
+    assert len(SoftMaskBranch("preact", 8, 3, mask_structure="local", local_mask_units=3).body.units) == 3
     with pytest.raises(ValueError, match="at least one unit"):
         LocalMask("preact", 8, 0)
 
 
 def test_unknown_mask_structure_lists_the_accepted_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown mask structure 'unet'.*hourglass.*local"):
-        SoftMaskBranch("preact", 8, 3, structure="unet")
+        SoftMaskBranch("preact", 8, 3, mask_structure="unet")

@@ -83,7 +83,7 @@ def test_command_writes_csv_and_plot_equal_to_a_direct_computation(tmp_path: Pat
 def test_command_on_checkpoints_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = []
     for residual in (True, False):
-        model = ImageClassifier(ARCH, num_classes=10, model_kwargs={"attention_residual": residual})
+        model = ImageClassifier(ARCH, num_classes=10, net={"attention_residual": residual})
         paths.append(tmp_path / f"{residual}.ckpt")
         save_checkpoint(model, paths[-1])
     out = tmp_path / "out"

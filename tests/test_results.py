@@ -25,11 +25,12 @@ def write_run(
     run = logs / task / "multiruns" / name
     (run / ".hydra").mkdir(parents=True)
     data = {"_target_": "datamodules.CIFAR10DataModule", "num_classes": 10, "image_size": 32, "batch_size": 64}
-    model = {"mask_type": "mixed", "mask_structure": "hourglass", "attention_residual": True}
+    net = {"mask_type": "mixed", "mask_structure": "hourglass", "attention_residual": True}
     full = {"task_name": task, "seed": 0, "paths": {"root_dir": "${hydra:runtime.cwd}"}, **CIFAR, "data": data}
-    full["model"] = model
     for section, values in config.items():
         full[section] = {**full.get(section, {}), **values}
+    options = {k: v for k, v in full.get("model", {}).items() if k != "name"}  # the network's options: model.net
+    full["model"] = {"name": full.get("model", {}).get("name"), "net": {**net, **options}}
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(full))
     if metrics is not None:
         (run / "csv" / "version_0").mkdir(parents=True)
@@ -136,7 +137,7 @@ def test_a_run_with_only_an_offline_wandb_log(tmp_path: Path) -> None:
     import wandb
 
     run = tmp_path / "logs" / "table1" / "runs" / "mask:channel"
-    config = {"task_name": "table1", "model.mask_type": "channel", "model/params_total": 123456}
+    config = {"task_name": "table1", "model.net.mask_type": "channel", "model/params_total": 123456}
     wandb.init(mode="offline", dir=run, project="test", config=config)
     wandb.log({"test/acc1": 0.75, "trainer/global_step": 40})
     wandb.finish()

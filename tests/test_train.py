@@ -198,7 +198,7 @@ def test_multirun_two_jobs_each_with_its_own_wandb_run(tmp_path: Path) -> None:
         (wandb_dir,) = (job / "wandb").glob("offline-run-*")
         wandb_run = read_offline_run(wandb_dir)
         assert wandb_run.finished and "test/acc1" in wandb_run.summary
-        assert f"mask={wandb_run.config['model.mask_type']}" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert f"mask={wandb_run.config['model.net.mask_type']}" in (job / ".hydra" / "overrides.yaml").read_text()
         ids.add(wandb_dir.name)
     assert len(ids) == 2
 
@@ -217,7 +217,7 @@ def test_optuna_search_returns_the_metric(tmp_path: Path) -> None:
     results = yaml.safe_load(results_file.read_text())
     assert results["name"] == "optuna"
     assert 0.0 <= results["best_value"] <= 1.0, proc.stdout
-    assert set(results["best_params"]) == {"optimizer.lr", "optimizer.weight_decay", "model.mask_type"}
+    assert set(results["best_params"]) == {"optimizer.lr", "optimizer.weight_decay", "model.net.mask_type"}
     assert "alembic" not in proc.stdout + proc.stderr
 
     # The same sweep again: every trial returns its stored objective, nothing trains.
