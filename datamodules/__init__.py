@@ -1,10 +1,11 @@
 """LightningDataModules for resattn: CIFAR-10/100, ImageNet, any ImageFolder tree, Fashion-MNIST, synthetic data.
 
-All share the constructor arguments of ``ImageDataModule`` and the split policy described there (validation
-carved from the training set; the test split only for ``test_dataloader``). Recipes: PAPER.md §5.
+All accept the options of ``DataOptions`` as keyword arguments, each adding its own in a nested ``Options``
+dataclass (the keys of its ``conf/data`` YAML), and share the split policy described in ``ImageDataModule``
+(validation carved from the training set; the test split only for ``test_dataloader``). Recipes: PAPER.md §5.
 """
 
-from datamodules.base import ImageDataModule
+from datamodules.base import DataOptions, ImageDataModule
 from datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule
 from datamodules.fashion_mnist import FashionMNISTDataModule
 from datamodules.folder import ImageFolderDataModule, ImageNetDataModule
@@ -13,6 +14,7 @@ from datamodules.synthetic import SyntheticDataModule
 __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "DataOptions",
     "FashionMNISTDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",

@@ -5,10 +5,11 @@ TRAINING set (``val_fraction``, ``split_seed``); the test split is only served b
 item 17 is the counter-example this avoids (a port that selects its model on the test set).
 """
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -116,72 +117,118 @@ def _limit(indices: list[int], limit: int | None) -> list[int]:
     return sorted(indices if limit is None else indices[:limit])
 
 
-class ImageDataModule(L.LightningDataModule):
-    """Base class of every resattn datamodule: validation, splits, subsets and DataLoaders.
+@dataclasses.dataclass(kw_only=True)
+class DataOptions:
+    """The options every datamodule accepts, i.e. the keys of ``conf/data/*.yaml``.
 
-    Subclasses implement ``_load`` (returns the training pool, the test set and the class names, as
-    undecoded datasets whose items go through ``train_transform()`` / ``eval_transform()``), set ``mean`` and
-    ``std`` in ``__init__``, and may override ``_fit_statistics`` (normalisation computed on the training split).
+    A datamodule's ``Options`` subclasses this (or its parent's ``Options``) to add its own options and to give
+    shared ones a default; ``ImageDataModule.__init__`` accepts exactly these fields as keyword arguments.
     """
 
+    root: str
+    num_classes: int | None  # None: taken from the data in setup
+    in_chans: int
+    image_size: int
+    model_family: str
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int | None = None
+    pin_memory: bool | None = None
+    persistent_workers: bool = True
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    label_noise: float = 0.0
+    label_noise_seed: int = 0
+    gpu_resident: bool = False  # only where the subclass implements device_transform
+
+
+# How the error of a value in ``ImageDataModule.fixed`` names what the data impose ({} is the dataset's name).
+FIXED_EVIDENCE = {"num_classes": "classes in {}", "in_chans": "channels of {} images", "image_size": "{} image size"}
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class of every resattn datamodule: options, validation, splits, subsets and DataLoaders.
+
+    Subclasses declare their options in a nested ``Options`` dataclass (see :class:`DataOptions`) and the
+    options their dataset imposes in ``fixed`` (the ``Options`` default is then the only value allowed; null
+    adopts it). They implement ``_load`` (returns the training pool, the test set and the class names, as
+    undecoded datasets whose items go through ``train_transform()`` / ``eval_transform()``), set ``mean`` and
+    ``std`` (as class attributes or in ``__init__``), and may override ``_fit_statistics`` (normalisation computed
+    on the training split) and ``device_transform`` (which makes ``gpu_resident=True`` available).
+    """
+
+    Options: ClassVar[type[DataOptions]] = DataOptions
+    fixed: ClassVar[tuple[str, ...]] = ()
+    dataset_name: ClassVar[str] = ""  # for messages; the class name when empty
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        num_classes: int | None,
-        in_chans: int,
-        image_size: int,
-        model_family: str,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        label_noise: float = 0.0,
-        label_noise_seed: int = 0,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
+        """``options``: the fields of ``self.Options`` (what Hydra passes from the YAML); see ``parse_options``."""
         super().__init__()
+        config = self.parse_options(options)
+        hparams = dataclasses.asdict(config)
         # num_classes may be found in the data (None in the config): it is the attribute, logged by the module.
-        self.save_hyperparameters(ignore=["num_classes"])
-        if model_family not in MODEL_FAMILIES:
-            raise ValueError(f"model_family must be one of {MODEL_FAMILIES}, got {model_family!r}")
+        del hparams["num_classes"]
+        self.save_hyperparameters(hparams)
+        if config.model_family not in MODEL_FAMILIES:
+            raise ValueError(f"model_family must be one of {MODEL_FAMILIES}, got {config.model_family!r}")
         minimums = {
-            "num_classes": (num_classes, 1),
-            "in_chans": (in_chans, 1),
-            "image_size": (image_size, 1),
-            "batch_size": (batch_size, 1),
-            "eval_batch_size": (eval_batch_size, 1),
-            "num_workers": (num_workers, 0),
-            "max_train_samples": (max_train_samples, 1),
-            "max_eval_samples": (max_eval_samples, 1),
+            "num_classes": 1,
+            "in_chans": 1,
+            "image_size": 1,
+            "batch_size": 1,
+            "eval_batch_size": 1,
+            "num_workers": 0,
+            "max_train_samples": 1,
+            "max_eval_samples": 1,
         }
-        for name, (value, minimum) in minimums.items():
+        for name, minimum in minimums.items():
+            value = getattr(config, name)
             if value is not None and value < minimum:
                 raise ValueError(f"{name} must be >= {minimum} (or null where allowed), got {value}")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if not 0 <= label_noise < 1:
-            raise ValueError(f"label_noise must be in [0, 1) (the noise level 1 - r, PAPER.md §5.2), got {label_noise}")
-        self.root = os.path.abspath(os.path.expanduser(root)) if root else root  # messages name the real place
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.image_size = image_size
-        self.model_family = model_family
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        if not 0 <= config.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+        if not 0 <= config.label_noise < 1:
+            raise ValueError(
+                f"label_noise must be in [0, 1) (the noise level 1 - r, PAPER.md §5.2), got {config.label_noise}"
+            )
+        if config.gpu_resident and type(self).device_transform is ImageDataModule.device_transform:
+            raise ValueError(f"{type(self).__name__} has no GPU-resident data path: set data.gpu_resident=false")
+        self.root = os.path.abspath(os.path.expanduser(config.root)) if config.root else config.root
+        self.num_classes = config.num_classes
+        self.in_chans = config.in_chans
+        self.image_size = config.image_size
+        self.model_family = config.model_family
+        self.batch_size = config.batch_size
+        self.eval_batch_size = config.eval_batch_size or config.batch_size
+        self.pin_memory = torch.cuda.is_available() if config.pin_memory is None else config.pin_memory
+        name = self.dataset_name or type(self).__name__
+        defaults = {field.name: field.default for field in dataclasses.fields(self.Options)}
+        for key in self.fixed:
+            self._check_config(key, defaults[key], FIXED_EVIDENCE[key].format(name))
         self.class_names: list[str] = []
         self.train_set: TransformedSubset | None = None
         self.val_set: TransformedSubset | None = None
         self.test_set: TransformedSubset | None = None
         self.label_noise_realised: float | None = None  # fraction of training labels changed, set in setup
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """The keyword arguments this datamodule accepts: the keys of its ``conf/data`` YAML besides ``_target_``."""
+        return {field.name for field in dataclasses.fields(cls.Options)}
+
+    @classmethod
+    def parse_options(cls, options: dict[str, Any]) -> DataOptions:
+        """``options`` as this class's ``Options``; unknown or missing ones raise a TypeError listing the accepted."""
+        required = {f.name for f in dataclasses.fields(cls.Options) if f.default is dataclasses.MISSING}
+        wrong = {"unknown": sorted(set(options) - cls.option_names()), "missing": sorted(required - set(options))}
+        problems = [f"{kind} option(s) {names}" for kind, names in wrong.items() if names]
+        if problems:
+            raise TypeError(f"{cls.__name__}: {'; '.join(problems)}; accepted: {sorted(cls.option_names())}")
+        return cls.Options(**options)
 
     # ---- subclass hooks -------------------------------------------------------------------------------------
     def _load(self) -> tuple[Dataset, Dataset, list[str]]:
@@ -273,7 +320,7 @@ class ImageDataModule(L.LightningDataModule):
                 f"the training split has {len(dataset)} samples, fewer than batch_size={batch_size}, so drop_last "
                 "would yield no batch: lower data.batch_size or raise data.max_train_samples"
             )
-        if self.hparams.get("gpu_resident", False):
+        if self.hparams.gpu_resident:
             return self._device_loader(dataset, batch_size, train=train)
         workers = self.hparams.num_workers
         if workers is None:

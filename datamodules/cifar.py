@@ -7,6 +7,7 @@ torchvision so that a failure names the file: every expected file must exist, an
 format (small test fixtures, re-packed or subsampled copies); a format error then names the folder.
 """
 
+import dataclasses
 import pickle
 from pathlib import Path
 from typing import ClassVar
@@ -17,9 +18,9 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
-from datamodules.base import ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset, pixel_moments
 from datamodules.gpu_resident import BatchAugmentation
-from datamodules.transforms import cifar_transform
+from datamodules.transforms import CIFAR10_MEAN, CIFAR100_MEAN, cifar_transform
 
 CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -47,59 +48,22 @@ class CIFAR10DataModule(ImageDataModule):
     validation split has been carved out; ``mean`` is then its per-channel average and ``std`` is all ones.
     """
 
+    @dataclasses.dataclass(kw_only=True)
+    class Options(DataOptions):
+        num_classes: int | None = 10
+        in_chans: int = 3
+        image_size: int = 32
+        model_family: str = "cifar"
+        download: bool = False  # fetch the official archive into root
+        verify_checksums: bool = True  # md5 of every file against torchvision's table
+
+    fixed = ("num_classes", "in_chans", "image_size")
     dataset_name = "CIFAR-10"
     torchvision_cls: type[CIFAR10] = CIFAR10
     files_cls: type[CIFAR10] = _CIFAR10Files
-    expected_classes = 10
-    channel_mean = (0.4914, 0.4822, 0.4465)  # of the full training set; replaced by the real one in setup
-
-    def __init__(
-        self,
-        *,
-        root: str,
-        num_classes: int,
-        in_chans: int = 3,
-        image_size: int = 32,
-        model_family: str = "cifar",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        label_noise: float = 0.0,
-        label_noise_seed: int = 0,
-        download: bool = False,
-        verify_checksums: bool = True,
-        gpu_resident: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            image_size=image_size,
-            model_family=model_family,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            label_noise=label_noise,
-            label_noise_seed=label_noise_seed,
-        )
-        self._check_config("num_classes", self.expected_classes, f"classes in {self.dataset_name}")
-        self._check_config("in_chans", 3, f"channels of {self.dataset_name} images")
-        self._check_config("image_size", 32, f"{self.dataset_name} image size")
-        self.mean = self.channel_mean
-        self.std = (1.0, 1.0, 1.0)
-        self.mean_image: torch.Tensor | None = None
+    mean = CIFAR10_MEAN  # of the full training set; replaced by the training split's in setup
+    std = (1.0, 1.0, 1.0)  # no std division (PAPER.md §5.1)
+    mean_image: torch.Tensor | None = None  # computed in setup
 
     @property
     def folder(self) -> Path:
@@ -175,11 +139,14 @@ class CIFAR10DataModule(ImageDataModule):
 class CIFAR100DataModule(CIFAR10DataModule):
     """CIFAR-100 (fine labels), same recipe as CIFAR-10 (PAPER.md §5.1)."""
 
+    @dataclasses.dataclass(kw_only=True)
+    class Options(CIFAR10DataModule.Options):
+        num_classes: int | None = 100
+
     dataset_name = "CIFAR-100"
     torchvision_cls = CIFAR100
     files_cls = _CIFAR100Files
-    expected_classes = 100
-    channel_mean = (0.5071, 0.4865, 0.4409)
+    mean = CIFAR100_MEAN
 
 
 def _as_tensors(dataset: CIFAR10) -> TensorImageDataset:

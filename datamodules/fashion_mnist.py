@@ -7,6 +7,7 @@ when ``download=True``. The files are parsed by torchvision's IDX readers; a ``.
 temporary directory first, so nothing is written next to the data.
 """
 
+import dataclasses
 import gzip
 import shutil
 import tempfile
@@ -19,9 +20,9 @@ from torchvision.datasets import FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import v2
 
-from datamodules.base import ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset, pixel_moments
 from datamodules.gpu_resident import BatchAugmentation
-from datamodules.transforms import small_image_transform
+from datamodules.transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD, small_image_transform
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_PAGE = "https://github.com/zalandoresearch/fashion-mnist"
@@ -54,52 +55,19 @@ class FashionMNISTDataModule(ImageDataModule):
     training split actually used (after the validation split is carved out).
     """
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        num_classes: int = 10,
-        in_chans: int = 1,
-        image_size: int = 28,
-        model_family: str = "cifar",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        label_noise: float = 0.0,
-        label_noise_seed: int = 0,
-        download: bool = False,
-        system_dir: str = DEBIAN_DIR,
-        gpu_resident: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            image_size=image_size,
-            model_family=model_family,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            label_noise=label_noise,
-            label_noise_seed=label_noise_seed,
-        )
-        self._check_config("num_classes", len(FashionMNIST.classes), "classes in Fashion-MNIST")
-        self._check_config("in_chans", 1, "channels of Fashion-MNIST images")
-        self._check_config("image_size", 28, "Fashion-MNIST image size")
-        self.mean = (0.2860,)
-        self.std = (0.3530,)
+    @dataclasses.dataclass(kw_only=True)
+    class Options(DataOptions):
+        num_classes: int | None = len(FashionMNIST.classes)
+        in_chans: int = 1
+        image_size: int = 28
+        model_family: str = "cifar"
+        download: bool = False  # fetch the four files into <root>/FashionMNIST/raw when no local copy is found
+        system_dir: str = DEBIAN_DIR  # searched after root
+
+    fixed = ("num_classes", "in_chans", "image_size")
+    dataset_name = "Fashion-MNIST"
+    mean = FASHION_MNIST_MEAN
+    std = FASHION_MNIST_STD
 
     def search_dirs(self) -> list[Path]:
         """Where the IDX files are looked for, in order."""

@@ -6,19 +6,21 @@ and the option below. With ``skip_corrupt=True`` every image is decoded once in 
 files are dropped, a warning gives their count and ``skipped_files`` lists them.
 """
 
+import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from datamodules.base import ImageDataModule, split_indices
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
+from datamodules.base import DataOptions, ImageDataModule, split_indices
+from datamodules.transforms import imagenet_statistics, imagenet_transform
 
 log = logging.getLogger(__name__)
 
@@ -52,52 +54,20 @@ def is_readable_image(path: str) -> bool:
 class _FolderDataModule(ImageDataModule):
     """ImageFolder reading, corrupt-file handling and the ImageNet-style transforms shared by the subclasses."""
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        num_classes: int | None,
-        in_chans: int,
-        image_size: int,
-        model_family: str,
-        batch_size: int,
-        eval_batch_size: int | None,
-        num_workers: int | None,
-        pin_memory: bool | None,
-        persistent_workers: bool,
-        val_fraction: float,
-        split_seed: int,
-        max_train_samples: int | None,
-        max_eval_samples: int | None,
-        label_noise: float,
-        label_noise_seed: int,
-        skip_corrupt: bool,
-    ) -> None:
-        super().__init__(
-            root=root,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            image_size=image_size,
-            model_family=model_family,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            label_noise=label_noise,
-            label_noise_seed=label_noise_seed,
-        )
-        if in_chans not in PIL_MODES:
-            raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB) for image folders, got {in_chans}")
-        if not root:
+    @dataclasses.dataclass(kw_only=True)
+    class Options(DataOptions):
+        in_chans: int = 3  # 1 reads the images as grayscale
+        image_size: int = 224
+        model_family: str = "imagenet"
+        skip_corrupt: bool = False  # decode every image once in setup and drop the unreadable ones
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if self.in_chans not in PIL_MODES:
+            raise ValueError(f"in_chans must be 1 (grayscale) or 3 (RGB) for image folders, got {self.in_chans}")
+        if not self.root:
             raise ValueError(f"{type(self).__name__} needs a root: set data.root=/path/to/images on the command line")
-        # ImageNet statistics; a grayscale folder uses their channel average.
-        self.mean = IMAGENET_MEAN if in_chans == 3 else (sum(IMAGENET_MEAN) / 3,)
-        self.std = IMAGENET_STD if in_chans == 3 else (sum(IMAGENET_STD) / 3,)
+        self.mean, self.std = imagenet_statistics(self.in_chans)
         self.skipped_files: list[str] = []
 
     def _open_folders(
@@ -159,49 +129,15 @@ class ImageFolderDataModule(_FolderDataModule):
     is carved out as the test set (seeded by ``split_seed``); the validation split always comes from the rest.
     """
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        num_classes: int | None = None,
-        in_chans: int = 3,
-        image_size: int = 224,
-        model_family: str = "imagenet",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        label_noise: float = 0.0,
-        label_noise_seed: int = 0,
-        skip_corrupt: bool = False,
-        test_fraction: float = 0.1,
-    ) -> None:
-        super().__init__(
-            root=root,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            image_size=image_size,
-            model_family=model_family,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            label_noise=label_noise,
-            label_noise_seed=label_noise_seed,
-            skip_corrupt=skip_corrupt,
-        )
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    @dataclasses.dataclass(kw_only=True)
+    class Options(_FolderDataModule.Options):
+        num_classes: int | None = None
+        test_fraction: float = 0.1  # carved from the images when there is no root/test or root/val
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if not 0 < self.hparams.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.hparams.test_fraction}")
 
     def _layout_hint(self, root: Path) -> str:
         return (
@@ -236,47 +172,12 @@ class ImageNetDataModule(_FolderDataModule):
     The model-selection split is carved from train (``val_fraction``), so the official val set stays a test set.
     """
 
-    def __init__(
-        self,
-        *,
-        root: str,
-        num_classes: int = 1000,
-        in_chans: int = 3,
-        image_size: int = 224,
-        model_family: str = "imagenet",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        label_noise: float = 0.0,
-        label_noise_seed: int = 0,
-        skip_corrupt: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            image_size=image_size,
-            model_family=model_family,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            label_noise=label_noise,
-            label_noise_seed=label_noise_seed,
-            skip_corrupt=skip_corrupt,
-        )
-        self._check_config("in_chans", 3, "channels of ImageNet images")
+    @dataclasses.dataclass(kw_only=True)
+    class Options(_FolderDataModule.Options):
+        num_classes: int | None = 1000
+
+    fixed = ("in_chans",)
+    dataset_name = "ImageNet"
 
     def _load(self) -> tuple[Dataset, Dataset, list[str]]:
         root = Path(self.root)

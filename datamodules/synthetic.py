@@ -5,13 +5,16 @@ its class pattern plus per-pixel Gaussian noise (``noise`` times the pattern's s
 can beat chance quickly, and the same seed gives the same bytes on every machine. No disk access.
 """
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from datamodules.base import ImageDataModule, TensorImageDataset
+from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset
 from datamodules.gpu_resident import BatchAugmentation
 
 PATTERN_GRID = 4  # side of the per-class pattern before upsampling
@@ -41,54 +44,26 @@ def make_synthetic_images(
 class SyntheticDataModule(ImageDataModule):
     """Deterministic synthetic classification data (default CIFAR-like: 32x32x3, 10 classes); ``root`` is unused."""
 
-    def __init__(
-        self,
-        *,
-        root: str = "",
-        num_classes: int = 10,
-        in_chans: int = 3,
-        image_size: int = 32,
-        model_family: str = "cifar",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
-        persistent_workers: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        max_train_samples: int | None = None,
-        max_eval_samples: int | None = None,
-        label_noise: float = 0.0,
-        label_noise_seed: int = 0,
-        num_train_samples: int = 1024,
-        num_test_samples: int = 256,
-        noise: float = 1.0,
-        seed: int = 0,
-        gpu_resident: bool = False,
-    ) -> None:
-        super().__init__(
-            root=root,
-            num_classes=num_classes,
-            in_chans=in_chans,
-            image_size=image_size,
-            model_family=model_family,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            val_fraction=val_fraction,
-            split_seed=split_seed,
-            max_train_samples=max_train_samples,
-            max_eval_samples=max_eval_samples,
-            label_noise=label_noise,
-            label_noise_seed=label_noise_seed,
-        )
-        if num_train_samples < 1 or num_test_samples < 1 or noise < 0:
+    @dataclasses.dataclass(kw_only=True)
+    class Options(DataOptions):
+        root: str = ""
+        num_classes: int | None = 10
+        in_chans: int = 3
+        image_size: int = 32
+        model_family: str = "cifar"
+        num_train_samples: int = 1024
+        num_test_samples: int = 256
+        noise: float = 1.0  # per-pixel noise relative to the class pattern
+        seed: int = 0
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        hp = self.hparams
+        if hp.num_train_samples < 1 or hp.num_test_samples < 1 or hp.noise < 0:
             raise ValueError("num_train_samples and num_test_samples must be >= 1 and noise >= 0")
         # Mid-grey mean and roughly the generated spread: inputs come out near zero mean, unit variance.
-        self.mean = (0.5,) * in_chans
-        self.std = (PIXEL_SCALE * (1 + noise**2) ** 0.5 / 255.0,) * in_chans
+        self.mean = (0.5,) * self.in_chans
+        self.std = (PIXEL_SCALE * (1 + hp.noise**2) ** 0.5 / 255.0,) * self.in_chans
 
     def _load(self) -> tuple[Dataset, Dataset, list[str]]:
         hp = self.hparams

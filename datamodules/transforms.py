@@ -3,9 +3,22 @@
 import torch
 from torchvision.transforms import v2
 
+# Per-channel normalisation constants of the full training sets, in [0, 1] units. CIFAR's and Fashion-MNIST's
+# are only starting values: their datamodules recompute them on the training split actually used.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
 EVAL_CROP_FRACTION = 0.875  # eval resize = image_size / 0.875 (256 for 224), then a centre crop
+
+
+def imagenet_statistics(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's ``(mean, std)`` for RGB images; a grayscale image (``in_chans=1``) uses their channel average."""
+    if in_chans == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
 
 
 class SubtractMeanImage:

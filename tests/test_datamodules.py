@@ -1,6 +1,5 @@
 """Datamodules on real on-disk formats written into tmp_path (CIFAR pickles, IDX files, PNG/JPEG trees)."""
 
-import inspect
 import logging
 from pathlib import Path
 
@@ -322,6 +321,27 @@ def test_yaml_instantiates_with_plain_hparams(name: str, tmp_path: Path) -> None
     for key in ("num_classes", "in_chans", "image_size", "model_family"):
         assert getattr(dm, key) == cfg.data[key]
     assert len(dm.mean) == len(dm.std) == dm.in_chans
-    signature = set(inspect.signature(type(dm).__init__).parameters) - {"self"}
-    assert set(dm.hparams) | {"num_classes"} == signature == set(cfg.data) - {"_target_"}  # the module logs it
+    accepted = type(dm).option_names()
+    assert set(dm.hparams) | {"num_classes"} == accepted == set(cfg.data) - {"_target_"}  # the module logs it
+    assert all(isinstance(value, (str, int, float, bool, type(None))) for value in dm.hparams.values())
     assert type(dm)(**dm.hparams, num_classes=dm.num_classes).hparams == dm.hparams
+
+
+@pytest.mark.parametrize(
+    "cls", [CIFAR10DataModule, CIFAR100DataModule, FashionMNISTDataModule, ImageNetDataModule, SyntheticDataModule]
+)
+def test_subclasses_add_options_to_the_shared_ones(cls: type[ImageDataModule]) -> None:
+    shared = ImageDataModule.option_names()
+    assert "gpu_resident" in shared and shared < cls.option_names()
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['batchsize'\]; accepted: .*'batch_size'"):
+        cls(root="", batchsize=8)
+
+
+def test_missing_options_and_refused_gpu_resident(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"ImageFolderDataModule: missing option\(s\) \['root'\]"):
+        ImageFolderDataModule(num_classes=3)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['colour'\]; missing option\(s\) \['root'\]"):
+        ImageNetDataModule(colour=True)
+    with pytest.raises(ValueError, match=r"ImageNetDataModule has no GPU-resident data path.*gpu_resident=false"):
+        ImageNetDataModule(root=str(tmp_path), gpu_resident=True)
+    assert CIFAR100DataModule(root=str(tmp_path)).num_classes == 100  # the fixed value is the default

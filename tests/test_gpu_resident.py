@@ -10,7 +10,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from datamodules import CIFAR10DataModule, SyntheticDataModule
 from datamodules.gpu_resident import BatchAugmentation, DeviceBatchLoader, ShardedOrder
-from datamodules.transforms import cifar_transform, small_image_transform
+from datamodules.transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD, cifar_transform, small_image_transform
 from lightning_modules import ImageClassifier
 from tests.conftest import quiet_trainer
 
@@ -66,7 +66,7 @@ def test_real_torchvision_transform_output_is_one_of_the_batched_crops() -> None
 
 
 def test_fashion_mnist_border_is_a_normalised_black_pixel() -> None:
-    mean, std = (0.286,), (0.353,)
+    mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
     images = random_images(4, 1, 28, seed=2)
     augment = BatchAugmentation(mean=mean, std=std, pad=PAD, flip=True, pad_before_normalize=True)
     crops = all_crops(augment, images)
