@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from benchmarks.measure import ROOT, Contention
+from benchmarks.worker import ROOT, Contention
 from datamodules import CIFAR10DataModule
 from datamodules.base import TensorImageDataset
 

@@ -33,17 +33,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.measure import Contention, run_worker, set_threads, worker_main
+from benchmarks.worker import ROOT, Contention, RepeatStats, run_worker, set_threads, worker_main
 
 LOOPS = ("bare", "bare+metrics", "lightning-minimal", "lightning")
 DATA_PATHS = ("dataloader", "device")
 PRECISIONS = ("32-true", "bf16-mixed")  # Lightning's names
-ROOT = Path(__file__).resolve().parents[1]
 PROBE = "linear-probe"  # a one-layer network: its steps take ~1 ms, so the loops' own costs stand out
 # the paper's SGD; build_optimizer uses the fused implementation on CUDA only
 OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4, "fused": True}
@@ -76,7 +74,7 @@ class LoopCase:
 
 
 @dataclass
-class LoopResult:
+class LoopResult(RepeatStats):
     """img/s of every timed round, the median step time and how busy the machine was meanwhile."""
 
     case: LoopCase
@@ -88,14 +86,6 @@ class LoopResult:
     load_before: float = 0.0
     load_after: float = 0.0
     error: str | None = None
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.img_per_s)
-
-    @property
-    def spread_pct(self) -> float:
-        return 100.0 * (max(self.img_per_s) - min(self.img_per_s)) / self.median
 
     @classmethod
     def from_dict(cls, raw: dict) -> LoopResult:

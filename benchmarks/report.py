@@ -1,4 +1,7 @@
-"""Tables (Markdown and CSV) and the machine description for the benchmark results."""
+"""Tables (Markdown and CSV) and the machine description for the benchmark results.
+
+A measurement becomes one flat CSV row (:func:`result_row`, :func:`loop_row`); :func:`result_from_row` and
+:func:`loop_result_from_row` read such a row back, so that the tables can be rendered from saved CSV files."""
 
 from __future__ import annotations
 
@@ -7,17 +10,20 @@ import datetime
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from benchmarks.loops import LoopResult
-from benchmarks.measure import PHASES, Result
+from benchmarks.loops import LoopCase, LoopResult
+from benchmarks.measure import PHASES, Case, PhaseResult, Result
+
+Row = dict[str, str]  # one CSV row as read back: every value as its text, "" for none
 
 
-def machine(threads: str) -> dict[str, str]:
-    """CPU/GPU model, core count, threads and library versions: where the numbers were measured."""
+def machine(threads: str, device: str) -> dict[str, str]:
+    """CPU/GPU model, core count, threads and library versions: where the numbers were measured (the GPU is
+    ``device``'s when that is a CUDA device)."""
     import lightning
     import timm
 
@@ -33,7 +39,9 @@ def machine(threads: str) -> dict[str, str]:
         pytorchcv_version = getattr(pytorchcv, "__version__", "installed")
     except ImportError:
         pytorchcv_version = "not installed"
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    gpu = "none"
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(torch.device(device) if device.startswith("cuda") else 0)
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{cpu}, {os.cpu_count()} logical cores",
@@ -134,12 +142,91 @@ def loop_row(result: LoopResult) -> dict[str, object]:
     }
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, object]]) -> None:
-    """``rows`` as CSV (the union of their columns, in order of appearance); nothing is written for no rows."""
+def as_text(rows: Sequence[Mapping[str, object]]) -> list[Row]:
+    """``rows`` as :func:`write_csv` and :func:`read_csv` turn them into text: the union of their columns, each
+    value as ``str``, ``""`` for ``None`` or a missing column."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return [{key: "" if row.get(key) is None else str(row[key]) for key in columns} for row in rows]
+
+
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    """``rows`` (all with the same columns, see :func:`as_text`) as CSV; nothing is written for no rows."""
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: Path) -> list[Row]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def number(text: str) -> float | None:
+    return float(text) if text else None
+
+
+def numbers(text: str) -> list[float]:
+    """The values of a ``;``-separated column (every repeat of a measurement)."""
+    return [float(v) for v in text.split(";") if v]
+
+
+def result_from_row(row: Row) -> Result:
+    """The :class:`Result` of a :func:`result_row` (values rounded as in the CSV)."""
+    case = Case(
+        row["library"],
+        row["model"],
+        int(row["size"]),
+        int(row["batch"]),
+        row["precision"],
+        row["memory_format"],
+        row["mode"],
+        device=row["device"],
+    )
+    phases = {
+        phase: PhaseResult(
+            numbers(row[f"{phase}_img_s_repeats"]),
+            number(row[f"{phase}_peak_mem_mib"]),
+            float(row[f"{phase}_warmup_s"]),
+            number(row[f"{phase}_contention"]),
+        )
+        for phase in PHASES
+        if row[f"{phase}_img_s_repeats"]
+    }
+    return Result(
+        case,
+        float(row["params_m"]),
+        number(row["gmacs"]),
+        phases,
+        threads=int(row["threads"]),
+        load_before=float(row["load_before"]),
+        load_after=float(row["load_after"]),
+        error=row["error"] or None,
+    )
+
+
+def loop_result_from_row(row: Row) -> LoopResult:
+    """The :class:`LoopResult` of a :func:`loop_row` (its case without the fields the CSV does not hold)."""
+    case = LoopCase(
+        row["loop"],
+        arch=row["arch"],
+        batch=int(row["batch"]),
+        data=row["data"],
+        precision=row["precision"],
+        channels_last=row["channels_last"] == "True",
+        compile=row["compile"] == "True",
+    )
+    return LoopResult(
+        case,
+        numbers(row["img_s_repeats"]),
+        float(row["step_ms"]),
+        float(row["warmup_s"]),
+        number(row["contention"]),
+        int(row["threads"]),
+        float(row["load_before"]),
+        float(row["load_after"]),
+        row["error"] or None,
+    )

@@ -1,6 +1,8 @@
-"""The benchmark entry point in its quickest form: tables, CSVs and the plot are written (no timing assertions)."""
+"""The benchmark entry point in its quickest form (tables, CSVs, run.json and the plot are written; no timing
+assertions), rendering a saved run again, the section registry and the command line."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -8,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.document import DOC_BEGIN, DOC_END, load, render, update_benchmarks_md
 from benchmarks.measure import Case, PhaseResult, Result
 from benchmarks.plot import plot_throughput
-from benchmarks.run import DOC_BEGIN, DOC_END, parse_args, resattn_default, update_benchmarks_md
+from benchmarks.run import main
+from benchmarks.sections import SECTIONS, get_sections
+from benchmarks.settings import Settings, parse_args, resattn_default
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "benchmarks" / "results"
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -33,6 +39,7 @@ def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {p.name for p in tmp_path.iterdir()} == {
         "results.md",
+        "run.json",
         "models.csv",
         "loops.csv",
         "data.csv",
@@ -69,6 +76,12 @@ def test_quick_run_writes_tables_csvs_and_plot(tmp_path: Path) -> None:
     assert "| paper CIFAR recipe of resattn_tiny_cifar (160k steps at batch 64) ≤ 10 min on one H100" in report
     assert "GPU goal: not applicable on a CPU" in report
     assert "torch threads | 1 (--threads)" in report
+    assert "### Goals\n" in report and "issue" not in report.lower()
+
+    # the saved run renders into the same document without measuring
+    again = main(["--from-results", str(tmp_path), "--out", str(tmp_path / "again"), "--no-plot"])
+    assert (again / "results.md").read_text() == report
+    assert (again / "models.csv").read_text() == (tmp_path / "models.csv").read_text()
 
 
 def test_plot_and_doc_update(tmp_path: Path) -> None:
@@ -89,6 +102,48 @@ def test_plot_and_doc_update(tmp_path: Path) -> None:
         update_benchmarks_md(doc, "x")
 
 
+def test_committed_results_render_into_benchmarks_md() -> None:
+    """Every registered section renders from the rows of the committed CSVs; the result is the committed
+    results.md, which is also BENCHMARKS.md's generated part."""
+    run = load(COMMITTED)
+    assert list(run.results) == list(SECTIONS), "the committed run should cover every registered section"
+    for name, result in run.results.items():
+        text = result.markdown(run.settings)
+        assert "\n|---|" in text, name  # a Markdown table
+        assert all(goal.goal and goal.measured and goal.verdict for goal in result.goals(run.settings)), name
+    document = render(run)
+    assert document == (COMMITTED / "results.md").read_text()
+    assert f"{DOC_BEGIN}\n\n{document}\n{DOC_END}" in (ROOT / "BENCHMARKS.md").read_text()
+    assert "issue" not in document.lower()
+
+
+def test_settings_survive_the_saved_run(tmp_path: Path) -> None:
+    settings = parse_args(["--device", "cpu", "--quick"])[0]
+    assert settings is not None
+    assert Settings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
+    with pytest.raises(ValueError, match="lack"):
+        Settings.from_dict({"device": "cpu"})
+    with pytest.raises(FileNotFoundError, match=r"run\.json is missing"):
+        load(tmp_path)
+
+
+def test_unknown_sections_are_refused_with_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert [section.name for section in get_sections(["data", "compare"])] == ["data", "compare"]
+    with pytest.raises(ValueError, match="unknown sections \\['nope'\\]; known: compare, models, options"):
+        get_sections(["models", "nope"])
+    with pytest.raises(SystemExit):
+        parse_args(["--sections", "models,nope"])
+    assert "known: " + ", ".join(SECTIONS) in capsys.readouterr().err
+
+
+def test_from_results_takes_no_measurement_options(capsys: pytest.CaptureFixture[str]) -> None:
+    settings, outputs = parse_args(["--from-results", "saved", "--update-doc"])
+    assert settings is None and outputs.out == "saved" and outputs.update_doc and outputs.plot
+    with pytest.raises(SystemExit):
+        parse_args(["--from-results", "saved", "--repeats", "5"])
+    assert "drop --repeats" in capsys.readouterr().err
+
+
 def test_resattn_default_reads_the_training_configs() -> None:
     for device in ("cpu", "cuda"):
         precision, memory_format, mode = resattn_default(device)
@@ -99,16 +154,16 @@ def test_resattn_default_reads_the_training_configs() -> None:
 
 def test_cpu_defaults_add_compile_rows_for_the_cifar_networks_only() -> None:
     settings = parse_args(["--device", "cpu"])[0]
-    assert settings.modes == ("eager",)
+    assert settings is not None and settings.modes == ("eager",)
     assert settings.compile_variants == ("resattn56_cifar", "resattn92_cifar")
-    assert parse_args(["--device", "cpu", "--quick"])[0].compile_variants == ()
-    assert parse_args(["--device", "cpu", "--compile-variants", ""])[0].compile_variants == ()
+    for argv in (["--device", "cpu", "--quick"], ["--device", "cpu", "--compile-variants", ""]):
+        assert getattr(parse_args(argv)[0], "compile_variants", None) == ()
     with pytest.raises(SystemExit):
         parse_args(["--recipe-archs", "resattn92_cifar"])
 
 
 def test_resattn_default_refuses_a_precision_it_cannot_measure(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightning_modules.precision as precision
+    import lightning_modules.config_resolvers as precision
 
     monkeypatch.setattr(precision, "native_bf16_gpu", lambda: False)  # a pre-Ampere GPU: 16-mixed
     with pytest.raises(ValueError, match=r"trains in '16-mixed' on this cuda.*--resattn-default"):
