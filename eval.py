@@ -9,7 +9,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lightning_modules.tasks import evaluate, register_resolvers
+from lightning_modules.config_resolvers import register_resolvers
+from lightning_modules.tasks import evaluate
 
 register_resolvers()
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from lightning_modules.tasks import register_resolvers, train
+from lightning_modules.config_resolvers import register_resolvers
+from lightning_modules.tasks import train
 
 register_resolvers()
 

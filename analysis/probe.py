@@ -1,8 +1,8 @@
 """Response-vanishing probe (PAPER.md §6 Table 3 and Fig. 4): the mean absolute value of every attention module's
 output, for networks with attention residual learning (ARL, ``(1+M)T``) and naive attention learning (NAL, ``MT``).
 
-    python -m lightning_modules.probe --arch resattn164_cifar --attention arl nal [--data NAME] [--out probe]
-    python -m lightning_modules.probe --ckpt arl/checkpoints/last.ckpt --ckpt nal/checkpoints/last.ckpt
+    python -m analysis.probe --arch resattn164_cifar --attention arl nal [--data NAME] [--out DIR]
+    python -m analysis.probe --ckpt arl/checkpoints/last.ckpt --ckpt nal/checkpoints/last.ckpt
 
 The paper reports that with Attention-164 under NAL the response of stage 2 vanishes after 4 modules. Writes
 ``<out>/responses.csv`` (network, attention, module, stage, position, mean_abs_response) and
@@ -25,9 +25,12 @@ from itertools import pairwise
 from pathlib import Path
 
 import torch
+from hydra.errors import HydraException
 from torch import nn
 
 import resattn
+from analysis.run_data import default_output, load_datamodule, split_images
+from lightning_modules.checkpoint_loading import CheckpointError, load_classifier
 from lightning_modules.classifier import build_network
 
 
@@ -125,7 +128,7 @@ def fresh_network(arch: str, attention_residual: bool, seed: int, num_classes: i
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lightning_modules.probe",
+        prog="python -m analysis.probe",
         description="Mean absolute response of every attention module's output, ARL vs NAL (PAPER.md Fig. 4).",
     )
     parser.add_argument("--ckpt", action="append", default=[], help="a checkpoint (repeat for several networks)")
@@ -148,8 +151,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _networks(args: argparse.Namespace) -> tuple[list[tuple[str, nn.Module]], str, int, int]:
     """``([(label, network)], arch, in_chans, num_classes)`` from ``--ckpt`` files or ``--arch``."""
-    from lightning_modules.checkpoints import load_classifier
-
     if bool(args.ckpt) == bool(args.arch):
         raise ValueError("give either --ckpt (one or more checkpoints) or --arch (a fresh network), not both/neither")
     if args.arch:
@@ -169,9 +170,6 @@ def _networks(args: argparse.Namespace) -> tuple[list[tuple[str, nn.Module]], st
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write ``<out>/responses.csv`` and ``<out>/responses.png``."""
-    from lightning_modules.checkpoints import CheckpointError
-    from lightning_modules.visualize import default_output, load_datamodule, split_images
-
     args = _parser().parse_args(argv)
     try:
         for path in args.ckpt:
@@ -191,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             images = split_images(datamodule, "val", args.num_images)[0]
         rows = probe(networks, images)
-    except (ValueError, KeyError, FileNotFoundError, CheckpointError) as err:
+    except (ValueError, KeyError, OSError, CheckpointError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     if args.out:

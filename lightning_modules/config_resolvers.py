@@ -1,4 +1,7 @@
-"""The fast default precision of each accelerator, read by the trainer configs as ``${fast_precision:cpu}``.
+"""The resolvers of the configs: ``${run_name:...}`` (run directories, W&B names) and ``${fast_precision:...}``.
+
+``fast_precision`` is the fast default precision of each accelerator, read by the trainer configs as
+``${fast_precision:cpu}``:
 
 bf16-mixed (autocast; weights, optimiser state and the loss stay fp32) wherever the hardware computes bf16
 natively, because it roughly doubles a step's speed there without changing the recipe; where bf16 would be
@@ -8,9 +11,26 @@ emulated it is slower than full precision, so the choice falls back to ``16-mixe
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import torch
+from omegaconf import OmegaConf
 
 ACCELERATORS = ("cpu", "gpu")
+MAX_RUN_NAME = 200  # file names may have 255 bytes
+
+
+def run_name(override_dirname: str) -> str:
+    """A directory-safe run name from Hydra's ``override_dirname`` ("default" without overrides).
+
+    Long names are shortened and suffixed with a hash so that distinct commands stay distinct.
+    """
+    name = re.sub(r"[^A-Za-z0-9._:+\-]+", "_", override_dirname) or "default"
+    if len(name) > MAX_RUN_NAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+        name = f"{name[: MAX_RUN_NAME - 11]}-{digest}"
+    return name
 
 
 def native_bf16_cpu() -> bool:
@@ -34,3 +54,13 @@ def fast_precision(accelerator: str) -> str:
     if accelerator == "gpu":
         return "bf16-mixed" if native_bf16_gpu() else "16-mixed"
     raise ValueError(f"fast_precision: unknown accelerator {accelerator!r}; accepted: {', '.join(ACCELERATORS)}")
+
+
+RESOLVERS = {"run_name": run_name, "fast_precision": fast_precision}
+
+
+def register_resolvers() -> None:
+    """Register the resolvers above with OmegaConf (once per process)."""
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

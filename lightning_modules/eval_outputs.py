@@ -9,13 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from torchvision.transforms import functional as TF
 
+from datamodules.base import ImageDataModule
+from datamodules.user_images import find_images, preprocess
 from lightning_modules.classifier import ImageClassifier
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def write_per_class_csv(path: Path, class_names: Sequence[str], accuracies: Sequence[float]) -> Path:
@@ -57,12 +56,6 @@ def write_confusion_png(path: Path, confusion: torch.Tensor, class_names: Sequen
     return path
 
 
-def _load_image(path: Path, in_chans: int, size: int) -> Image.Image:
-    with Image.open(path) as img:
-        img = img.convert("L" if in_chans == 1 else "RGB")
-    return TF.center_crop(TF.resize(img, size), size)
-
-
 @dataclass
 class Predictions:
     """Where :func:`predict_folder` wrote its CSV, and the files it could not read (``file: reason``)."""
@@ -73,20 +66,16 @@ class Predictions:
 
 @torch.no_grad()
 def predict_folder(
-    model: ImageClassifier, datamodule: object, folder: Path, output: Path, top_k: int = 5
+    model: ImageClassifier, datamodule: ImageDataModule, folder: Path, output: Path, top_k: int = 5
 ) -> Predictions:
     """Classify every image under ``folder`` with the data's eval preprocessing; write a CSV of top-k classes.
 
-    Images are resized (shorter side) and centre-cropped to the data's ``image_size`` first, then go
-    through ``datamodule.eval_transform()`` exactly like the test split. A file that cannot be decoded gets a row
-    with its ``error`` and no classes, is logged, and does not stop the others.
+    Images are preprocessed like the test split (:mod:`datamodules.user_images`). A file that cannot be decoded
+    gets a row with its ``error`` and no classes, is logged, and does not stop the others.
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"predict_dir={folder} is not a directory of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    transform = datamodule.eval_transform()
+    files = find_images([folder])
     names = datamodule.class_names or [str(i) for i in range(model.hparams.num_classes)]
     k = min(top_k, model.hparams.num_classes)
     model.eval()
@@ -98,12 +87,11 @@ def predict_folder(
         for path in files:
             name = str(path.relative_to(folder))
             try:
-                image = _load_image(path, datamodule.in_chans, datamodule.image_size)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-                result.unreadable.append(f"{name}: {err}")
-                writer.writerow([name, *[""] * (2 * k), f"unreadable image: {err}"])
+                x = preprocess(path, datamodule).unsqueeze(0)
+            except OSError as err:
+                result.unreadable.append(f"{name}: {err.__cause__ or err}")
+                writer.writerow([name, *[""] * (2 * k), f"unreadable image: {err.__cause__ or err}"])
                 continue
-            x = transform(TF.pil_to_tensor(image)).unsqueeze(0)  # every data pipeline takes uint8 CHW
             probs = model(x.to(model.device)).softmax(dim=1)[0]
             values, indices = probs.topk(k)
             writer.writerow([name, *[names[i] for i in indices.tolist()], *[f"{v:.4f}" for v in values], ""])

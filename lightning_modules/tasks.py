@@ -6,10 +6,8 @@ owns devices, precision and DDP).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,36 +24,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_modules.checkpoints import CheckpointError, check_fits, load_classifier, read_checkpoint
-from lightning_modules.precision import fast_precision
-from lightning_modules.reports import predict_folder, write_confusion_png, write_per_class_csv
+from lightning_modules.checkpoint_loading import CheckpointError, check_fits, load_classifier, read_checkpoint
+from lightning_modules.eval_outputs import predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
+from lightning_modules.run_report import eval_command, length_text, report_run, shown
 
 log = logging.getLogger(__name__)
-MAX_RUN_NAME = 200  # file names may have 255 bytes
-
-
-def run_name(override_dirname: str) -> str:
-    """A directory-safe run name from Hydra's ``override_dirname`` ("default" without overrides).
-
-    Long names are shortened and suffixed with a hash so that distinct commands stay distinct.
-    """
-    name = re.sub(r"[^A-Za-z0-9._:+\-]+", "_", override_dirname) or "default"
-    if len(name) > MAX_RUN_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-        name = f"{name[: MAX_RUN_NAME - 11]}-{digest}"
-    return name
-
-
-RESOLVERS = {"run_name": run_name, "fast_precision": fast_precision}
-
-
-def register_resolvers() -> None:
-    """Register the resolvers of the configs: ``${run_name:...}`` (hydra, logger) and ``${fast_precision:...}``
-    (trainer)."""
-    for name, resolver in RESOLVERS.items():
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
 
 
 def instantiate_dict(section: DictConfig | None, kind: type) -> list[Any]:
@@ -173,73 +147,6 @@ def _hydra_job() -> tuple[DictConfig | None, list[str], str | None]:
         return None, [], None
     hydra_cfg = HydraConfig.get()
     return hydra_cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices.get("data")
-
-
-# Data options that change how the data are loaded or trained on, not which images the test split holds.
-TRAINING_ONLY_DATA_KEYS = (
-    "batch_size",
-    "eval_batch_size",
-    "num_workers",
-    "pin_memory",
-    "persistent_workers",
-    "max_train_samples",
-    "max_eval_samples",
-    "label_noise",
-    "label_noise_seed",
-    "gpu_resident",
-    "download",
-)
-
-
-def eval_command(best: str | None, data_choice: str | None, overrides: list[str]) -> str | None:
-    """The eval.py command for this run's best checkpoint on the same data (its whole test split)."""
-    if not best:
-        return None
-    data = [f"data={data_choice}"] if data_choice else []
-    for override in overrides:
-        key = override.split("=", 1)[0]
-        if key.startswith("data.") and key.removeprefix("data.") not in TRAINING_ONLY_DATA_KEYS:
-            data.append(override)
-    return " ".join(["python eval.py", f"'ckpt_path={shown(best)}'", *dict.fromkeys(data)])
-
-
-def shown(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies below it (as the user typed the command)."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def length_text(length: Mapping[str, Any]) -> str:
-    """The limits that end the run, e.g. ``trainer.max_epochs=2, trainer.max_steps=160000``."""
-    limits = [f"trainer.{key}={value}" for key, value in sorted(length.items()) if value not in (None, -1)]
-    return ", ".join(limits) or "no step or epoch limit"
-
-
-def report_run(run: Path, metrics: Mapping[str, float], best: str | None, command: str | None) -> None:
-    """Say where the run, its curves and checkpoints are, what it scored and how to evaluate it."""
-    lines = [f"Run directory: {shown(run)}"]
-    csv_logs = sorted(run.glob("csv/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
-    if csv_logs:
-        earlier = f" (and {len(csv_logs) - 1} earlier, one per restart)" if len(csv_logs) > 1 else ""
-        lines.append(f"  curves: {csv_logs[-1].relative_to(run)}{earlier}")
-    wandb_runs = sorted(run.glob("wandb/offline-run-*"))
-    if wandb_runs:
-        upload = f"wandb sync {shown(run / 'wandb')}/offline-run-*"
-        lines.append(f"  W&B offline: {wandb_runs[-1].relative_to(run)} (upload: {upload})")
-    if best:
-        where = Path(best).relative_to(run) if Path(best).is_relative_to(run) else best
-        lines.append(f"  best checkpoint (val/acc1): {where}")
-    if (run / "checkpoints" / "last.ckpt").is_file():
-        lines.append("  last checkpoint: checkpoints/last.ckpt (rerunning the command resumes from it)")
-    results = {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "val/acc1_best"))}
-    if results:
-        lines.append("  results: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
-    if command:
-        lines.append(f"Evaluate it: {command}")
-    log.info("\n".join(lines))
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from lightning_modules.tasks import register_resolvers
+from lightning_modules.config_resolvers import register_resolvers
 
 # W&B never reaches a server from the tests (in-process loggers included), whatever the user's settings.
 os.environ["WANDB_MODE"] = "offline"
@@ -85,19 +85,37 @@ def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> Di
     return cfg
 
 
+SCRIPT_ENV = {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+
+
 def run_script(
     script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 300
 ) -> subprocess.CompletedProcess:
     """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env={**os.environ, **SCRIPT_ENV},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         pytest.fail(
             f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
         )
     return proc
+
+
+def start_script(script: str, *args: str, cwd: Path) -> subprocess.Popen:
+    """Start ``python <script> args`` from ``cwd`` in the background (output discarded), to stop or kill it."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        env={**os.environ, **SCRIPT_ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def quiet_trainer(tmp_path: Path, **kw: object) -> L.Trainer:

@@ -14,7 +14,7 @@ from torchvision.datasets import CIFAR10, FashionMNIST
 
 from datamodules.base import DataDownloadError
 from lightning_modules import ImageClassifier
-from lightning_modules.checkpoints import CheckpointError
+from lightning_modules.checkpoint_loading import CheckpointError
 from lightning_modules.tasks import evaluate, train
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: the connection is refused at once, as without network

@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from lightning_modules import ImageClassifier
-from lightning_modules.precision import fast_precision, native_bf16_cpu
+from lightning_modules.config_resolvers import fast_precision, native_bf16_cpu
 from tests.conftest import compose_config
 
 

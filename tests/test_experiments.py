@@ -1,5 +1,6 @@
-"""The paper-table experiment files (PAPER.md §6): they compose, follow the paper's recipe (PAPER.md §5), their
-multirun command fills every cell of the results table, and a tiny Table 1 runs end to end into a filled table."""
+"""The paper-table experiment files (PAPER.md §6): they compose, the results script reads its recipe from them (PAPER.md
+§5), their grid (hydra.sweeper.params) fills every cell of the results table, and a tiny Table 1 runs end to end
+into a filled table."""
 
 from __future__ import annotations
 
@@ -15,29 +16,29 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 import resattn  # noqa: F401  (registers the models)
-from lightning_modules import results, visualize
-from lightning_modules.results import TABLES, Run, cells_of, multirun_command, recipe_deviations
+from analysis import masks, results
+from analysis.runs import Run
+from analysis.table_specs import load_tables, recipe, sweep
+from analysis.tables import cells_of, keys_needed, recipe_deviations
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("table*.yaml"))
 
 
-def sweep_jobs(command: str) -> list[list[str]]:
-    """The jobs Hydra's basic sweeper launches for ``python train.py -m <overrides>``."""
-    args = shlex.split(command)
-    assert args[:3] == ["python", "train.py", "-m"], command
-    overrides = OverridesParser.create().parse_overrides(args[3:])
+def sweep_jobs(name: str, *extra: str) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper launches for ``python train.py -m experiment=<name> <extra>``: the experiment
+    file's grid, with command-line values replacing its entries."""
+    grid = {**sweep(load_tables()[name]), **dict(e.split("=", 1) for e in extra)}
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in grid.items()])
     return [job for batch in BasicSweeper.split_arguments(overrides, max_batch_size=None) for job in batch]
 
 
 def table_values(cfg: OmegaConf, name: str) -> dict[str, object]:
     """The config values the results script reads for table ``name``."""
-    table = TABLES[name]
-    keys = {*table.recipe, *(k for part in (*table.rows, *table.columns) for k in part.match)}
-    return {key: OmegaConf.select(cfg, key) for key in keys}
+    return {key: OmegaConf.select(cfg, key) for key in keys_needed(load_tables()[name])}
 
 
 def test_every_paper_table_has_a_file() -> None:
-    assert EXPERIMENTS == ["table1", "table3", "table4", "table5", "table6", "table7"] == sorted(TABLES)
+    assert EXPERIMENTS == ["table1", "table3", "table4", "table5", "table6", "table7"] == sorted(load_tables())
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -50,21 +51,22 @@ def test_file_composes_with_the_papers_recipe(name: str, tmp_path: Path) -> None
     assert resolved["task_name"] == name and {"paper", name} <= set(resolved["tags"])
     assert timm.is_model(resolved["module"]["arch"])
     values = table_values(cfg, name)
-    assert recipe_deviations(TABLES[name], [Run(tmp_path, values, {})]) == []
+    table = load_tables()[name]
+    assert recipe_deviations(table, [Run(tmp_path, values, {})]) == []
+    assert set(recipe(table)) == set(table.recipe_keys) and None not in recipe(table).values()
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_multirun_command_is_valid_and_fills_every_cell(name: str, tmp_path: Path) -> None:
-    command = multirun_command(name)
-    assert command is not None and f"experiment={name}" in command
-    jobs = sweep_jobs(command)
+def test_the_experiments_grid_fills_every_cell(name: str, tmp_path: Path) -> None:
+    jobs = [[f"experiment={name}", *job] for job in sweep_jobs(name)]
     announced = re.search(
-        r"\((\d+) jobs?, each in logs/" + name + r"/multiruns/", (CONF / "experiment" / f"{name}.yaml").read_text()
+        r"\((\d+) jobs?, the grid below, each in logs/" + name + r"/multiruns/",
+        (CONF / "experiment" / f"{name}.yaml").read_text(),
     )
     assert announced and int(announced[1]) == len(jobs)
     # Jobs that differ only by seed compose alike: compose one per setting.
     settings = {tuple(o for o in job if not o.startswith("seed=")) for job in jobs}
-    table, covered = TABLES[name], set()
+    table, covered = load_tables()[name], set()
     for overrides in sorted(settings):
         cfg = compose_config("train", list(overrides), tmp_path)
         assert cfg.task_name == name
@@ -80,17 +82,17 @@ def test_table7_eval_step_covers_the_papers_test_sizes() -> None:
     text = (CONF / "experiment" / "table7.yaml").read_text()
     sizes = re.search(r'"test_sizes=\[([\d,]+)\]"', text)
     assert sizes is not None
-    assert {row.test_size for row in TABLES["table7"].rows if row.match} <= {int(s) for s in sizes[1].split(",")}
+    tested = {row.test_size for row in load_tables()["table7"].rows if row.match}
+    assert tested <= {int(s) for s in sizes[1].split(",")}
 
 
 @pytest.mark.slow
 def test_tiny_table1_end_to_end(tmp_path: Path) -> None:
     """Table 1's multirun at tiny scale (3 jobs, CSV logs), then the results script fills every cell."""
-    command = multirun_command("table1")
-    assert command is not None
-    args = [a for a in shlex.split(command)[3:] if not a.startswith("seed=")]
+    command = load_tables()["table1"].command
+    assert shlex.split(command) == ["python", "train.py", "-m", "experiment=table1"]
     tiny = [*SMOKE, "data.num_train_samples=96", "data.num_test_samples=32", "trainer=cpu", "trainer.max_epochs=1"]
-    run_script("train.py", "-m", *args, "seed=0", *tiny, "logger=csv", cwd=tmp_path)
+    run_script("train.py", *shlex.split(command)[2:], "seed=0", *tiny, "logger=csv", cwd=tmp_path)
     jobs = sorted(p for p in (tmp_path / "logs" / "table1" / "multiruns").iterdir() if p.is_dir())
     assert len(jobs) == 3
     output = tmp_path / "results" / "table1.md"
@@ -101,5 +103,5 @@ def test_tiny_table1_end_to_end(tmp_path: Path) -> None:
     assert all("(n=1)" in row and "(unverified)" in row for row in rows)
     assert "3 finished run(s)" in report and "`model.name`: 'tiny' in 3 run(s) (paper: 'att56')" in report
     # The masks of a finished job, with the data (and preprocessing) read from the job's own saved config.
-    assert visualize.main(["--ckpt", str(jobs[0] / "checkpoints" / "last.ckpt"), "--num-images", "2"]) == 0
+    assert masks.main(["--ckpt", str(jobs[0] / "checkpoints" / "last.ckpt"), "--num-images", "2"]) == 0
     assert (jobs[0] / "masks" / "attention_masks.png").is_file()

@@ -15,8 +15,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules import ImageClassifier, NonFiniteLossError
-from lightning_modules.checkpointing import LastCheckpoint
-from lightning_modules.checkpoints import CheckpointError, load_classifier, read_checkpoint
+from lightning_modules.callbacks import LastCheckpoint
+from lightning_modules.checkpoint_loading import CheckpointError, load_classifier, read_checkpoint
 from lightning_modules.optim import build_optimizer, build_scheduler
 from tests.conftest import compose_config, quiet_trainer
 

@@ -9,8 +9,8 @@ import lightning
 import pytest
 import torch
 
+from analysis.probe import fresh_network, main, module_responses, probe
 from lightning_modules import ImageClassifier
-from lightning_modules.probe import fresh_network, main, module_responses, probe
 
 ARCH = "resattn_tiny_cifar"
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SMOKE, run_script
+from conftest import SMOKE, run_script, start_script
 
 from datamodules import SyntheticDataModule
 from datamodules.resumable import EpochSampler, sample_seed
@@ -91,14 +89,7 @@ def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(tmp_path: Path
     clean.mkdir(), crashed.mkdir()
     run_script("train.py", *overrides, cwd=clean)
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *overrides, "trainer.limit_train_batches=1.0"],
-        cwd=crashed,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_script("train.py", *overrides, cwd=crashed)
     runs = crashed / "logs" / "train" / "runs"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -113,7 +104,7 @@ def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(tmp_path: Path
     killed_at = _latest_step(run)
     assert 15 <= killed_at < 22
 
-    resumed = run_script("train.py", *overrides, "trainer.limit_train_batches=1.0", cwd=crashed)
+    resumed = run_script("train.py", *overrides, cwd=crashed)
     assert "Resuming from" in resumed.stdout + resumed.stderr
 
     def final(path: Path) -> dict[str, torch.Tensor]:

@@ -6,21 +6,19 @@ import csv
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, SMOKE, quiet_trainer, run_script
+from conftest import SMOKE, quiet_trainer, run_script, start_script
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from lightning_modules.checkpointing import LastCheckpoint
+from analysis.wandb_offline import read_offline_run
+from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.run_directory import RunDirectory
-from lightning_modules.wandb_offline import read_offline_run
 
 
 def the_run(cwd: Path, task: str = "train") -> Path:
@@ -95,14 +93,7 @@ def test_rerun_of_a_finished_run_reports_it_and_a_longer_run_continues(tmp_path:
 @pytest.mark.slow
 def test_a_second_run_in_the_same_directory_is_refused_and_a_killed_runs_lock_is_taken_over(tmp_path: Path) -> None:
     command = [*SMOKE, "logger=csv", "callbacks.last_checkpoint.every_n_train_steps=1"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_SILENT": "true"}
-    first = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *command, "trainer.max_epochs=1000"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = start_script("train.py", *command, "trainer.max_epochs=1000", cwd=tmp_path)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not list((tmp_path / "logs").glob("train/runs/*/checkpoints/last.ckpt")):

@@ -14,9 +14,9 @@ import yaml
 from conftest import SMOKE, SMOKE_TRAINING, compose_config, run_script
 from files import write_cifar, write_tree
 
+from analysis.wandb_offline import read_offline_run
 from lightning_modules import ImageClassifier
 from lightning_modules.tasks import train
-from lightning_modules.wandb_offline import read_offline_run
 
 RUNS = Path("logs/train/runs")
 

@@ -12,10 +12,11 @@ from lightning.pytorch.loggers import WandbLogger
 from test_probe import save_checkpoint
 
 import lightning_modules.callbacks as callbacks_module
+from analysis.masks import main
 from datamodules import SyntheticDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.callbacks import AttentionMaskLogger
-from lightning_modules.visualize import main, mask_figure, mask_heatmaps, module_label
+from lightning_modules.mask_plots import mask_figure, mask_heatmaps, module_label
 from tests.conftest import quiet_trainer
 
 ARCH = "resattn_tiny_cifar"

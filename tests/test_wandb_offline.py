@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_modules.results import _newest_wandb_run
-from lightning_modules.wandb_offline import DamagedLogError, read_offline_run
+from analysis.runs import _newest_wandb_run
+from analysis.wandb_offline import DamagedLogError, read_offline_run
 
 
 @pytest.fixture(scope="module")

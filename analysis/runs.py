@@ -1,0 +1,155 @@
+"""Finding and reading the runs that train.py wrote: their saved config, CSV and W&B metrics, eval.py results.
+
+A run is a directory with a saved config, ``.hydra/config.yaml`` (read with OmegaConf; no Hydra needed) or, without
+one, an offline W&B log ``wandb/offline-run-*/run-*.wandb``. Its metrics are the last value of every column of its
+CSV logs (``csv/metrics.csv`` or ``csv/version_<n>/metrics.csv``, one per restart, newest last), else of its newest
+finished W&B log's summary; other test sizes come from the ``eval_results.json`` files that eval.py wrote for one of
+its checkpoints (as ``test/acc1@<size>``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from analysis.wandb_offline import DamagedLogError, OfflineRun, read_offline_run
+
+
+@dataclass
+class Run:
+    """One training run: its directory, the config values the tables need, its metrics, its parameter count."""
+
+    path: Path
+    values: dict[str, Any]
+    metrics: dict[str, float]
+    params: float | None = None
+
+
+def _hydra_values(path: Path, keys: set[str]) -> dict[str, Any]:
+    """Values of ``keys`` in a saved ``.hydra/config.yaml``; interpolations that need Hydra itself stay None."""
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    values = {}
+    for key in keys:
+        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return values
+
+
+def _newest_wandb_run(run: Path) -> OfflineRun | None:
+    """The newest finished offline W&B log of ``run`` (a resumed run has one per restart), else the newest
+    readable unfinished one, else None. Damaged logs (and logs still being written) are passed over."""
+    readable = []
+    for folder in sorted(run.glob("wandb/offline-run-*"), reverse=True):
+        try:
+            found = read_offline_run(folder)
+        except (FileNotFoundError, DamagedLogError):
+            continue
+        if found.finished:
+            return found
+        readable.append(found)
+    return readable[0] if readable else None
+
+
+def _csv_metrics(path: Path) -> dict[str, float]:
+    """The last non-empty value of every column of a Lightning CSV log."""
+    metrics: dict[str, float] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key and value not in (None, ""):
+                    metrics[key] = float(value)
+    return metrics
+
+
+def _csv_folders(run: Path) -> list[Path]:
+    """The CSV logger's folders of ``run``, oldest first: ``csv/`` or ``csv/version_<n>/`` (one per resume)."""
+    versions = [p for p in run.glob("csv/version_*") if p.name.removeprefix("version_").isdigit()]
+    return [run / "csv", *sorted(versions, key=lambda p: int(p.name.removeprefix("version_")))]
+
+
+def _csv_params(folders: Sequence[Path]) -> float | None:
+    """Parameter count the CSV logger saved with the hyper-parameters (``model/params_total``)."""
+    value = None
+    for hparams in (folder / "hparams.yaml" for folder in folders):
+        if hparams.is_file():
+            value = (yaml.safe_load(hparams.read_text()) or {}).get("model/params_total", value)
+    return None if value is None else float(value)
+
+
+def load_run(run: Path, keys: set[str]) -> Run:
+    """Read one run directory: config values (Hydra, else W&B), test metrics (CSV, else W&B), parameter count.
+    The W&B log is only parsed when the Hydra config or the CSV test metrics are missing."""
+    hydra_config = run / ".hydra" / "config.yaml"
+    values = _hydra_values(hydra_config, keys) if hydra_config.is_file() else {}
+    folders = _csv_folders(run)
+    metrics: dict[str, float] = {}
+    for path in (folder / "metrics.csv" for folder in folders):
+        if path.is_file():
+            metrics.update(_csv_metrics(path))
+    params = _csv_params(folders)
+    wandb_run = _newest_wandb_run(run) if not values or "test/acc1" not in metrics else None
+    if wandb_run is not None:
+        for key in keys:
+            if values.get(key) is None and key in wandb_run.config:
+                values[key] = wandb_run.config[key]
+        for key, value in wandb_run.summary.items():
+            if isinstance(value, (int, float)) and key not in metrics:
+                metrics[key] = float(value)
+        if "step" not in metrics and "trainer/global_step" in metrics:
+            metrics["step"] = metrics["trainer/global_step"]
+        if params is None and wandb_run.config.get("model/params_total") is not None:
+            params = float(wandb_run.config["model/params_total"])
+    size = values.get("data.image_size")
+    for name in ("test/acc1", "test/acc5"):
+        if name in metrics and size is not None:
+            metrics[f"{name}@{size}"] = metrics[name]
+    return Run(run, values, metrics, params)
+
+
+def find_run_dirs(logs: Path, task_name: str) -> tuple[Path, list[Path]]:
+    """``(where it looked, run directories)``: directories under ``logs/<task_name>`` (or ``logs`` itself when that
+    does not exist) holding a ``.hydra/config.yaml`` or a W&B offline ``run-*.wandb`` log."""
+    base = logs / task_name if (logs / task_name).is_dir() else logs
+    dirs = {p.parent.parent for p in base.rglob(".hydra/config.yaml")}
+    dirs |= {p.parents[2] for p in base.rglob("wandb/offline-run-*/run-*.wandb")}
+    return base, sorted(dirs)
+
+
+def _attach_eval_results(runs: Sequence[Run], logs: Path) -> None:
+    """Add ``test/acc{1,5}@<size>`` from every ``eval_results.json`` (eval.py) made from a run's checkpoint."""
+    by_dir = {run.path.resolve(): run for run in runs}
+    files = set(logs.rglob("eval_results.json"))
+    for run in runs:
+        files |= set(run.path.rglob("eval_results.json"))
+    for path in sorted(files):
+        results = json.loads(path.read_text())
+        candidates = [path]
+        if results.get("checkpoint"):  # absolute, or relative to where eval.py ran (cwd or next to logs/)
+            candidates += [Path.cwd() / results["checkpoint"], logs.parent / results["checkpoint"]]
+        owner = next((by_dir[p] for c in candidates for p in c.resolve().parents if p in by_dir), None)
+        if owner is None:
+            continue
+        for size, metrics in results.get("sizes", {}).items():
+            for name in ("test/acc1", "test/acc5"):
+                if name in metrics:
+                    owner.metrics[f"{name}@{size}"] = float(metrics[name])
+
+
+def collect_runs(logs: Path, task_name: str, keys: set[str]) -> tuple[Path, list[Run]]:
+    """Every run of ``task_name`` under ``logs`` (finished or not), with the config values of ``keys``, and where it
+    looked. Raises FileNotFoundError when ``logs`` does not exist; the list may be empty."""
+    if not logs.is_dir():
+        raise FileNotFoundError(f"logs directory {logs} does not exist (give the one train.py wrote to with --logs)")
+    base, dirs = find_run_dirs(logs, task_name)
+    keys = {"task_name", "seed", "data.image_size", *keys}
+    runs = [run for run in (load_run(d, keys) for d in dirs) if run.values.get("task_name") == task_name]
+    _attach_eval_results(runs, logs)
+    return base, runs

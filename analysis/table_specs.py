@@ -1,0 +1,138 @@
+"""The tables of the results script as data: layouts and paper numbers from ``analysis/tables.yaml``, each table's
+recipe and sweep from its experiment file (``conf/experiment/<table>.yaml``), composed by Hydra."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from lightning_modules.config_resolvers import register_resolvers
+
+TABLES_FILE = Path(__file__).with_name("tables.yaml")
+CONF = Path(__file__).resolve().parents[1] / "conf"
+_PAPER_VALUE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?: \((?P<tag>unverified|derived|README)\))?")
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """A number from PAPER.md §6 and its source tag (paper, unverified, derived, README)."""
+
+    value: float
+    tag: str = "paper"
+
+    @classmethod
+    def parse(cls, text: str | float | None) -> PaperValue | None:
+        """``"5.52 (unverified)"`` -> ``PaperValue(5.52, "unverified")``; ``None`` or ``"—"``: no number."""
+        if text is None or text == "—":
+            return None
+        found = _PAPER_VALUE.fullmatch(str(text))
+        if found is None:
+            raise ValueError(f"{TABLES_FILE}: cannot read paper number {text!r} (e.g. '4.99' or '5.52 (unverified)')")
+        return cls(float(found["value"]), found["tag"] or "paper")
+
+    def __str__(self) -> str:
+        return f"{self.value:g}" + ("" if self.tag == "paper" else f" ({self.tag})")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a table: the runs it holds (``match``) and the accuracy it reports."""
+
+    label: str
+    match: Mapping[str, Any] = field(default_factory=dict)
+    metric: str = "test/acc1"
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row: the runs it holds (``match``; empty for a paper-only baseline) and the paper's value per column."""
+
+    label: str
+    match: Mapping[str, Any]
+    paper: tuple[PaperValue | None, ...]
+    paper_params_m: PaperValue | None = None
+    test_size: int | None = None  # Table 7: the input size the paper tests this network at
+
+
+@dataclass(frozen=True)
+class Table:
+    """A paper table (PAPER.md §6): layout, paper numbers, and the recipe keys its runs should agree on."""
+
+    name: str
+    title: str
+    row_header: str
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    recipe_keys: tuple[str, ...]
+    params: bool = False
+
+    @property
+    def command(self) -> str:
+        """The command that trains the whole table (its experiment file holds the sweep)."""
+        return f"python train.py -m experiment={self.name}"
+
+
+def _table(name: str, spec: Mapping[str, Any]) -> Table:
+    columns = tuple(Column(c["label"], c.get("match", {}), c.get("metric", "test/acc1")) for c in spec["columns"])
+    rows = []
+    for row in spec["rows"]:
+        paper = tuple(PaperValue.parse(value) for value in row["paper"])
+        if len(paper) != len(columns):
+            raise ValueError(
+                f"{TABLES_FILE}: {name} row {row['label']!r} has {len(paper)} paper numbers for {len(columns)} columns"
+            )
+        params = PaperValue.parse(row.get("params_m"))
+        rows.append(Row(row["label"], row.get("match", {}), paper, params, row.get("test_size")))
+    # YAML cannot splice a list into a list: an entry that is a list (the shared *cifar_recipe) stands for its items
+    recipe_keys = tuple(k for entry in spec["recipe"] for k in (entry if isinstance(entry, list) else [entry]))
+    return Table(name, spec["title"], spec["row_header"], columns, tuple(rows), recipe_keys, spec.get("params", False))
+
+
+@cache
+def load_tables() -> dict[str, Table]:
+    """Every table of ``analysis/tables.yaml``, by name."""
+    specs = yaml.safe_load(TABLES_FILE.read_text())["tables"]
+    return {name: _table(name, spec) for name, spec in specs.items()}
+
+
+def get_table(name: str) -> Table:
+    """The table called ``name``; an unknown name lists the known ones."""
+    tables = load_tables()
+    if name not in tables:
+        raise ValueError(
+            f"unknown table {name!r}; known tables: {', '.join(tables)} "
+            "(Table 2, the architectures, is printed by `python -m resattn.summary`)"
+        )
+    return tables[name]
+
+
+@cache
+def experiment_config(name: str) -> Any:
+    """``conf/train.yaml`` composed with ``experiment=<name>`` (what its jobs start from), Hydra's node included."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
+
+
+def recipe(table: Table) -> dict[str, Any]:
+    """The values of the table's recipe keys in its experiment file: the paper's recipe (PAPER.md §5)."""
+    cfg = experiment_config(table.name)
+    values = {}
+    for key in table.recipe_keys:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        values[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return values
+
+
+def sweep(table: Table) -> dict[str, str]:
+    """The grid the experiment file sweeps (``hydra.sweeper.params``): override key -> comma-separated values."""
+    params = OmegaConf.select(experiment_config(table.name), "hydra.sweeper.params") or {}
+    return {str(key): str(value) for key, value in params.items()}

@@ -1,0 +1,111 @@
+"""Drawing the soft masks M of a Residual Attention Network over its input images (PAPER.md §1.4, §2 f1/f2/f3).
+
+One grid, one row per image: the image as the network sees it (min-max scaled), then one column per attention
+module (labelled with its stage and module) with the module's mask averaged over channels, bilinearly upsampled to
+the image size and overlaid as a heat map (colour range per panel, written under it). The training callback
+(:class:`lightning_modules.callbacks.AttentionMaskLogger`) and the command line (``python -m analysis.masks``)
+draw the same grid with these functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def attention_network(model: nn.Module) -> nn.Module:
+    """The network holding the attention modules: ``model.net`` of an ImageClassifier, or ``model`` itself."""
+    net = getattr(model, "net", model)
+    if not hasattr(net, "capture_masks"):
+        raise TypeError(f"{type(net).__name__} is not a Residual Attention Network (it has no capture_masks())")
+    return net
+
+
+@torch.no_grad()
+def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{module name: (N, H, W)}``: each attention module's mask M averaged over channels and bilinearly upsampled
+    to the images' size, from one forward pass of ``model`` (in its current train/eval mode)."""
+    net = attention_network(model)
+    with net.capture_masks() as masks:
+        model(images)
+    heatmaps = {}
+    for name, mask in masks.items():
+        mean = mask.float().mean(dim=1, keepdim=True)
+        heatmaps[name] = F.interpolate(mean, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].cpu()
+    return heatmaps
+
+
+def module_label(name: str) -> str:
+    """``stages.1.attention.0`` -> ``stage 2, module 1`` (1-based, as in the paper's figures)."""
+    found = re.fullmatch(r"stages\.(\d+)\.attention\.(\d+)", name)
+    return f"stage {int(found[1]) + 1}, module {int(found[2]) + 1}" if found else name
+
+
+def display_image(image: torch.Tensor) -> np.ndarray:
+    """A network input ``(C, H, W)`` scaled to [0, 1] for display: ``(H, W)`` for 1 channel, ``(H, W, 3)`` else."""
+    x = image.detach().float().cpu()
+    x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
+    return x[0].numpy() if x.shape[0] == 1 else x[:3].permute(1, 2, 0).numpy()
+
+
+def mask_figure(
+    images: torch.Tensor,
+    heatmaps: Mapping[str, torch.Tensor],
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The grid: per row an image then its heat maps (``heatmaps`` from :func:`mask_heatmaps`), one column each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(heatmaps)
+    rows, cols = images.shape[0], 1 + len(names)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows + 0.8), squeeze=False)
+    for i in range(rows):
+        picture = display_image(images[i])
+        cmap = "gray" if picture.ndim == 2 else None
+        axes[i, 0].imshow(picture, cmap=cmap)
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+        for j, name in enumerate(names, start=1):
+            heat = heatmaps[name][i].numpy()
+            axes[i, j].imshow(picture, cmap=cmap)
+            axes[i, j].imshow(heat, cmap="jet", alpha=0.5, vmin=float(heat.min()), vmax=float(heat.max()))
+            axes[i, j].set_xlabel(f"[{heat.min():.3f}, {heat.max():.3f}]", fontsize=7)
+    axes[0, 0].set_title("input", fontsize=8)
+    for j, name in enumerate(names, start=1):
+        axes[0, j].set_title(f"{module_label(name)}\n{name}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or "attention masks M (mean over channels), heat map over the input", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def figure_rgb(fig: Figure) -> np.ndarray:
+    """The rendered figure as an ``(H, W, 3)`` uint8 array (for W&B)."""
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG (parents created) and close it."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
