@@ -60,11 +60,13 @@ class Row:
     paper: tuple[PaperValue | None, ...]
     paper_params_m: PaperValue | None = None
     test_size: int | None = None  # Table 7: the input size the paper tests this network at
+    command: str | None = None  # what trains this row, when not the table's whole grid
 
 
 @dataclass(frozen=True)
 class Table:
-    """A paper table (PAPER.md §6): layout, paper numbers, and the recipe keys its runs should agree on."""
+    """A table: layout, the paper's numbers (PAPER.md §6) if it has any, and the recipe keys its runs should agree
+    on. Its runs are those of ``experiment`` (``task_name``; the table's name unless said)."""
 
     name: str
     title: str
@@ -73,27 +75,49 @@ class Table:
     rows: tuple[Row, ...]
     recipe_keys: tuple[str, ...]
     params: bool = False
+    experiment: str = ""
+    value: str = "error"  # what a cell shows: "error" 100 * (1 - accuracy), or "accuracy" 100 * accuracy
+
+    @property
+    def task_name(self) -> str:
+        return self.experiment or self.name
 
     @property
     def command(self) -> str:
         """The command that trains the whole table (its experiment file holds the sweep)."""
-        return f"python train.py -m experiment={self.name}"
+        return f"python train.py -m experiment={self.task_name}"
+
+    @property
+    def has_paper_numbers(self) -> bool:
+        return any(v is not None for row in self.rows for v in (*row.paper, row.paper_params_m))
 
 
 def _table(name: str, spec: Mapping[str, Any]) -> Table:
     columns = tuple(Column(c["label"], c.get("match", {}), c.get("metric", "test/acc1")) for c in spec["columns"])
     rows = []
     for row in spec["rows"]:
-        paper = tuple(PaperValue.parse(value) for value in row["paper"])
+        paper = tuple(PaperValue.parse(value) for value in row.get("paper", [None] * len(columns)))
         if len(paper) != len(columns):
             raise ValueError(
                 f"{TABLES_FILE}: {name} row {row['label']!r} has {len(paper)} paper numbers for {len(columns)} columns"
             )
         params = PaperValue.parse(row.get("params_m"))
-        rows.append(Row(row["label"], row.get("match", {}), paper, params, row.get("test_size")))
+        rows.append(Row(row["label"], row.get("match", {}), paper, params, row.get("test_size"), row.get("command")))
     # YAML cannot splice a list into a list: an entry that is a list (the shared *cifar_recipe) stands for its items
     recipe_keys = tuple(k for entry in spec["recipe"] for k in (entry if isinstance(entry, list) else [entry]))
-    return Table(name, spec["title"], spec["row_header"], columns, tuple(rows), recipe_keys, spec.get("params", False))
+    if spec.get("value", "error") not in ("error", "accuracy"):
+        raise ValueError(f"{TABLES_FILE}: {name}: value must be 'error' or 'accuracy', got {spec['value']!r}")
+    return Table(
+        name,
+        spec["title"],
+        spec["row_header"],
+        columns,
+        tuple(rows),
+        recipe_keys,
+        spec.get("params", False),
+        spec.get("experiment", ""),
+        spec.get("value", "error"),
+    )
 
 
 @cache
@@ -116,7 +140,8 @@ def get_table(name: str) -> Table:
 
 @cache
 def experiment_config(name: str) -> Any:
-    """``conf/train.yaml`` composed with ``experiment=<name>`` (what its jobs start from), Hydra's node included."""
+    """``conf/train.yaml`` composed with ``experiment=<name>`` (what its jobs start from), Hydra's node included.
+    ``name`` is a table's ``task_name``."""
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
@@ -124,7 +149,7 @@ def experiment_config(name: str) -> Any:
 
 def recipe(table: Table) -> dict[str, Any]:
     """The values of the table's recipe keys in its experiment file: the paper's recipe (PAPER.md §5)."""
-    cfg = experiment_config(table.name)
+    cfg = experiment_config(table.task_name)
     values = {}
     for key in table.recipe_keys:
         value = OmegaConf.select(cfg, key, throw_on_missing=True)
@@ -134,5 +159,5 @@ def recipe(table: Table) -> dict[str, Any]:
 
 def sweep(table: Table) -> dict[str, str]:
     """The grid the experiment file sweeps (``hydra.sweeper.params``): override key -> comma-separated values."""
-    params = OmegaConf.select(experiment_config(table.name), "hydra.sweeper.params") or {}
+    params = OmegaConf.select(experiment_config(table.task_name), "hydra.sweeper.params") or {}
     return {str(key): str(value) for key, value in params.items()}

@@ -52,18 +52,18 @@ def _metric_key(column: Column, row: Row) -> str:
 
 @dataclass
 class Cell:
-    """The errors (%) of the runs in one cell."""
+    """The values (%) of the runs in one cell: errors or accuracies, as the table shows them."""
 
-    errors: list[float]
+    values: list[float]
 
     def __str__(self) -> str:
-        if not self.errors:
+        if not self.values:
             return "missing"
-        mean = statistics.fmean(self.errors)
-        n = len(self.errors)
+        mean = statistics.fmean(self.values)
+        n = len(self.values)
         if n == 1:
             return f"{mean:.2f} (n=1)"
-        return f"{mean:.2f} ± {statistics.stdev(self.errors):.2f} (n={n})"
+        return f"{mean:.2f} ± {statistics.stdev(self.values):.2f} (n={n})"
 
 
 def cells_of(table: Table, values: Mapping[str, Any]) -> list[tuple[int, int]]:
@@ -82,26 +82,28 @@ def _finished(table: Table, run: Run) -> bool:
 
 
 def build_cells(table: Table, runs: Sequence[Run]) -> dict[tuple[int, int], Cell]:
-    """``{(row, column): Cell}`` for the rows that we train; error = 100 * (1 - accuracy)."""
+    """``{(row, column): Cell}`` for the rows that we train: error = 100 * (1 - accuracy), or the accuracy in %."""
     cells = {(i, j): Cell([]) for i, row in enumerate(table.rows) if row.match for j in range(len(table.columns))}
     for run in runs:
         for i, j in cells_of(table, run.values):
             key = _metric_key(table.columns[j], table.rows[i])
             if key in run.metrics:
-                cells[i, j].errors.append(100.0 * (1.0 - run.metrics[key]))
+                accuracy = run.metrics[key]
+                cells[i, j].values.append(100.0 * (accuracy if table.value == "accuracy" else 1.0 - accuracy))
     return cells
 
 
 def recipe_deviations(table: Table, runs: Sequence[Run]) -> list[str]:
-    """One line per recipe key on which some runs differ from the paper (PAPER.md §5, as the experiment file holds
-    it), with the run counts, and one for runs that stopped before the paper's number of iterations."""
+    """One line per recipe key on which some runs differ from the recipe (the paper's, PAPER.md §5, as the
+    experiment file holds it), with the run counts, and one for runs that stopped before its number of steps."""
     lines = []
     expected_values = recipe(table)
+    source = "paper" if table.has_paper_numbers else "recipe"
     steps = expected_values.get("trainer.max_steps")
     short = [int(r.metrics["step"]) for r in runs if steps and "step" in r.metrics and r.metrics["step"] < steps]
     if short:
         span = str(min(short)) if min(short) == max(short) else f"{min(short)}-{max(short)}"
-        lines.append(f"steps trained: {span} in {len(short)} run(s) (paper: {steps})")
+        lines.append(f"steps trained: {span} in {len(short)} run(s) ({source}: {steps})")
     for key, expected in expected_values.items():
         counts: dict[str, int] = {}
         for run in runs:
@@ -110,36 +112,36 @@ def recipe_deviations(table: Table, runs: Sequence[Run]) -> list[str]:
                 counts[repr(found)] = counts.get(repr(found), 0) + 1
         if counts:
             found_text = ", ".join(f"{value} in {n} run(s)" for value, n in sorted(counts.items()))
-            lines.append(f"`{key}`: {found_text} (paper: {expected!r})")
+            lines.append(f"`{key}`: {found_text} ({source}: {expected!r})")
     return lines
 
 
-def _params_text(row: Row, runs: Sequence[Run]) -> str:
+def _params_text(table: Table, row: Row, runs: Sequence[Run]) -> str:
     paper = str(row.paper_params_m) if row.paper_params_m is not None else "—"
-    if not row.match:
-        return f"— / {paper}"
     found = sorted({run.params for run in runs if run.params is not None and _matches(run.values, row.match)})
-    ours = "/".join(f"{p / 1e6:.2f}" for p in found) if found else "?"
-    return f"{ours} / {paper}"
+    ours = "/".join(f"{p / 1e6:.2f}" for p in found) if found and row.match else ("?" if row.match else "—")
+    return f"{ours} / {paper}" if table.has_paper_numbers else ours
 
 
 def render(table: Table, runs: Sequence[Run], where: Path) -> str:
-    """The table as markdown: ours (mean ± std, n) beside the paper's numbers, then notes on the runs."""
+    """The table as markdown: ours (mean ± std, n) beside the paper's numbers (where it has any), then notes."""
     cells = build_cells(table, runs)
+    paper = table.has_paper_numbers
     header = [table.row_header]
     if table.rows[0].test_size is not None:
         header.append("test size")
     if table.params:
-        header.append("params M (ours / paper)")
+        header.append("params M (ours / paper)" if paper else "params M")
     for column in table.columns:
-        header += [f"{column.label} ours", f"{column.label} paper"]
+        header += [f"{column.label} ours", f"{column.label} paper"] if paper else [column.label]
     lines = [f"## {table.title}", ""]
     finished = [r for r in runs if _finished(table, r)]
     unfinished = [r for r in runs if cells_of(table, r.values) and not _finished(table, r)]
     outside = [r for r in runs if not cells_of(table, r.values)]
+    shown = "error = 100·(1 − accuracy)" if table.value == "error" else "accuracy in %"
     lines.append(
         f"{len(finished)} finished run(s) under {where} ({len(unfinished)} unfinished, {len(outside)} outside the "
-        "table's rows/columns). Ours: error = 100·(1 − accuracy), mean ± sample std over runs (seeds), n runs."
+        f"table's rows/columns). Ours: {shown}, mean ± sample std over runs (seeds), n runs."
     )
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(table.rows):
@@ -147,20 +149,31 @@ def render(table: Table, runs: Sequence[Run], where: Path) -> str:
         if row.test_size is not None:
             cols.append(str(row.test_size))
         if table.params:
-            cols.append(_params_text(row, runs))
+            cols.append(_params_text(table, row, runs))
         for j, _ in enumerate(table.columns):
-            ours = str(cells[i, j]) if (i, j) in cells else "—"
-            paper = row.paper[j]
-            cols += [ours, str(paper) if paper is not None else "—"]
+            cols.append(str(cells[i, j]) if (i, j) in cells else "—")
+            if paper:
+                cols.append(str(row.paper[j]) if row.paper[j] is not None else "—")
         lines.append("| " + " | ".join(cols) + " |")
-    lines += ["", TAG_NOTE]
-    missing = [(table.rows[i].label, table.columns[j].label) for (i, j), c in cells.items() if not c.errors]
+    if paper:
+        lines += ["", TAG_NOTE]
+    commands = [(row.label, row.command) for row in table.rows if row.command]
+    if commands:
+        lines += [
+            "",
+            "Commands (one seed; add `seed=0,1,2` for three):",
+            *[f"- {label}: `{c}`" for label, c in commands],
+        ]
+    missing = [(table.rows[i], table.columns[j].label) for (i, j), c in cells.items() if not c.values]
     if missing:
         lines.append("")
-        lines.append(f"Missing cells: {', '.join(' / '.join(m) for m in missing)}. Run: `{table.command}`.")
+        named = ", ".join(f"{row.label} / {column}" for row, column in missing)
+        todo = sorted({row.command or table.command for row, _ in missing})
+        lines.append(f"Missing cells: {named}. Run: {', '.join(f'`{c}`' for c in todo)}.")
     deviations = recipe_deviations(table, finished)
     if deviations:
-        lines += ["", "Differences from the paper's recipe (PAPER.md §5):", *[f"- {d}" for d in deviations]]
+        recipe_name = "the paper's recipe (PAPER.md §5)" if paper else f"the recipe of experiment={table.task_name}"
+        lines += ["", f"Differences from {recipe_name}:", *[f"- {d}" for d in deviations]]
     if unfinished:
         lines += ["", "Unfinished runs (no test metric yet):", *[f"- {r.path}" for r in unfinished]]
     if outside:
@@ -170,11 +183,11 @@ def render(table: Table, runs: Sequence[Run], where: Path) -> str:
 
 def table_runs(table: Table, logs: Path) -> tuple[Path, list[Run]]:
     """Every run of ``table`` under ``logs``; raises with where it looked and the command when there is none."""
-    base, runs = collect_runs(logs, table.name, keys_needed(table))
+    base, runs = collect_runs(logs, table.task_name, keys_needed(table))
     if not runs:
         raise FileNotFoundError(
             f"no runs of {table.name} found under {base}: looked for */.hydra/config.yaml and "
-            f"*/wandb/offline-run-*/run-*.wandb with task_name={table.name}. Run the table first: {table.command}"
+            f"*/wandb/offline-run-*/run-*.wandb with task_name={table.task_name}. Run the table first: {table.command}"
         )
     return base, runs
 

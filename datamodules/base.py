@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
 
 from datamodules.gpu_resident import BatchAugmentation, DeviceBatchLoader
 from datamodules.label_noise import RelabeledDataset, dataset_labels, flip_fraction, noisy_labels
@@ -142,6 +143,7 @@ class DataOptions:
     label_noise: float = 0.0
     label_noise_seed: int = 0
     gpu_resident: bool = False  # only where the subclass implements device_transform
+    random_erasing: float = 0.0  # probability of erasing a random box of a training image (after its transform)
 
 
 # How the error of a value in ``ImageDataModule.fixed`` names what the data impose ({} is the dataset's name).
@@ -197,6 +199,12 @@ class ImageDataModule(L.LightningDataModule):
             )
         if config.gpu_resident and type(self).device_transform is ImageDataModule.device_transform:
             raise ValueError(f"{type(self).__name__} has no GPU-resident data path: set data.gpu_resident=false")
+        if not 0 <= config.random_erasing <= 1:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got {config.random_erasing}")
+        if config.gpu_resident and config.random_erasing > 0:
+            raise ValueError(
+                "random erasing has no GPU-resident form: set data.random_erasing=0 or data.gpu_resident=false"
+            )
         self.root = os.path.abspath(os.path.expanduser(config.root)) if config.root else config.root
         self.num_classes = config.num_classes
         self.in_chans = config.in_chans
@@ -288,9 +296,17 @@ class ImageDataModule(L.LightningDataModule):
         self._fit_statistics(pool, train_indices)
         self.class_names = list(class_names)
         train_pool = self._noisy_pool(pool, train_indices) if hp.label_noise > 0 else pool
-        self.train_set = TransformedSubset(train_pool, train_indices, self.train_transform(), seed=global_seed())
+        self.train_set = TransformedSubset(train_pool, train_indices, self._augmented(), seed=global_seed())
         self.val_set = TransformedSubset(pool, val_indices, self.eval_transform())
         self.test_set = TransformedSubset(test, test_indices, self.eval_transform())
+
+    def _augmented(self) -> Callable[[Any], torch.Tensor]:
+        """``train_transform()``, then random erasing (Zhong et al., AAAI 2020) with probability ``random_erasing``:
+        a box of 2-33 % of the image with aspect 0.3-3.3 set to 0, i.e. the mean pixel of the normalised image."""
+        transform = self.train_transform()
+        if self.hparams.random_erasing > 0:
+            transform = v2.Compose([transform, v2.RandomErasing(p=self.hparams.random_erasing, value=0)])
+        return transform
 
     def _noisy_pool(self, pool: Dataset, train_indices: list[int]) -> Dataset:
         """The pool with noisy labels for the training split (PAPER.md §5.2, datamodules/label_noise.py); the

@@ -177,6 +177,9 @@ VARIANTS: dict[str, VariantSpec] = {
         # Pre-activation ResNet baselines of Table 6 (9n + 2 layers).
         _cifar("resattn_resnet164_cifar", resnet_stages(18), paper_params_m=1.7, paper_source=_TABLE6),
         _cifar("resattn_resnet1001_cifar", resnet_stages(111), paper_params_m=10.3, paper_source=_TABLE6),
+        # The same family at about Attention-56's parameter count (1.05 M vs 1.03 M; n = 11): Table 6's comparison
+        # in miniature (RESULTS.md). Not ImageNet's ResNet-101.
+        _cifar("resattn_resnet101_cifar", resnet_stages(11)),
         # Tiny Attention-56 layouts for tests and smoke runs.
         VariantSpec("resattn_tiny", "imagenet", imagenet_stages((1, 1, 1), (32, 64, 128, 256)), stem_channels=16),
         _cifar("resattn_tiny_cifar", cifar_stages(1, widths=(16, 32, 64)), stem_channels=8),
