@@ -63,6 +63,12 @@ class FashionMNISTDataModule(ImageDataModule):
         model_family: str = "cifar"
         download: bool = False  # fetch the four files into <root>/FashionMNIST/raw when no local copy is found
         system_dir: str = DEBIAN_DIR  # searched after root
+        crop_padding: int = 4  # training crops: zero-pad this much, then crop back to 28x28 (0: no crop)
+        flip: bool = True  # training images flipped left-right with probability 0.5
+
+        def __post_init__(self) -> None:
+            if self.crop_padding < 0:
+                raise ValueError(f"crop_padding must be >= 0 (0: no random crop), got {self.crop_padding}")
 
     fixed = ("num_classes", "in_chans", "image_size")
     dataset_name = "Fashion-MNIST"
@@ -130,16 +136,17 @@ class FashionMNISTDataModule(ImageDataModule):
         self.std = ((square_mean_image.mean().item() - mean**2) ** 0.5,)
 
     def train_transform(self) -> v2.Compose:
-        """Zero-pad 4 + random 28x28 crop + horizontal flip, then normalise."""
-        return small_image_transform(self.image_size, self.mean, self.std, train=True)
+        """Zero-pad ``crop_padding`` + random 28x28 crop + horizontal flip (as configured), then normalise."""
+        hp = self.hparams
+        return small_image_transform(self.image_size, self.mean, self.std, pad=hp.crop_padding, flip=hp.flip)
 
     def eval_transform(self) -> v2.Compose:
         """Normalise only."""
-        return small_image_transform(self.image_size, self.mean, self.std, train=False)
+        return small_image_transform(self.image_size, self.mean, self.std, pad=0, flip=False)
 
     def device_transform(self, *, train: bool) -> BatchAugmentation:
         """The batched, on-device form of ``train_transform()`` / ``eval_transform()`` (``gpu_resident=True``):
         the border is padded in raw pixels (black), as torchvision pads before normalising."""
-        return BatchAugmentation(
-            mean=self.mean, std=self.std, pad=4 if train else 0, flip=train, pad_before_normalize=True
-        )
+        hp = self.hparams
+        pad, flip = (hp.crop_padding, hp.flip) if train else (0, False)
+        return BatchAugmentation(mean=self.mean, std=self.std, pad=pad, flip=flip, pad_before_normalize=True)

@@ -48,10 +48,12 @@ def cifar_transform(mean_image: torch.Tensor, *, train: bool) -> v2.Compose:
 
 
 def small_image_transform(
-    image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *, train: bool, pad: int = 4
+    image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *, pad: int, flip: bool
 ) -> v2.Compose:
-    """uint8 tensor (e.g. Fashion-MNIST) → train: zero-pad + random crop + flip; then scale and normalise."""
-    steps = [v2.RandomCrop(image_size, padding=pad, fill=0), v2.RandomHorizontalFlip()] if train else []
+    """uint8 tensor (e.g. Fashion-MNIST) → zero-pad ``pad`` + random crop (when ``pad`` > 0) + flip (when ``flip``);
+    then scale and normalise. Evaluation: ``pad=0, flip=False``."""
+    steps = [v2.RandomCrop(image_size, padding=pad, fill=0)] if pad > 0 else []
+    steps += [v2.RandomHorizontalFlip()] if flip else []
     return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 

@@ -345,3 +345,18 @@ def test_missing_options_and_refused_gpu_resident(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"ImageNetDataModule has no GPU-resident data path.*gpu_resident=false"):
         ImageNetDataModule(root=str(tmp_path), gpu_resident=True)
     assert CIFAR100DataModule(root=str(tmp_path)).num_classes == 100  # the fixed value is the default
+
+
+def test_fashion_mnist_crop_and_flip_are_options(tmp_path: Path) -> None:
+    """crop_padding=0 and flip=false leave training images as evaluation sees them, on both data paths."""
+    common = {"root": str(tmp_path), "system_dir": str(tmp_path / "none"), "num_workers": 0}
+    plain = FashionMNISTDataModule(**common, crop_padding=0, flip=False)
+    image = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    torch.testing.assert_close(plain.train_transform()(image), plain.eval_transform()(image))
+    batch = image.unsqueeze(0)
+    device = plain.device_transform(train=True)
+    assert not device.random
+    torch.testing.assert_close(device(batch)[0], plain.eval_transform()(image))
+    assert FashionMNISTDataModule(**common).device_transform(train=True).pad == 4
+    with pytest.raises(ValueError, match="crop_padding must be >= 0"):
+        FashionMNISTDataModule(**common, crop_padding=-1)

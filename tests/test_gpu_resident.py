@@ -70,7 +70,7 @@ def test_fashion_mnist_border_is_a_normalised_black_pixel() -> None:
     images = random_images(4, 1, 28, seed=2)
     augment = BatchAugmentation(mean=mean, std=std, pad=PAD, flip=True, pad_before_normalize=True)
     crops = all_crops(augment, images)
-    eval_transform = small_image_transform(28, mean, std, train=False)
+    eval_transform = small_image_transform(28, mean, std, pad=0, flip=False)
     for k, (top, left, flip) in enumerate(OFFSETS):
         # torchvision pads the raw uint8 image with 0, then scales and normalises
         raw = TF.crop(TF.pad(images, [PAD] * 4, fill=0), top, left, 28, 28)
