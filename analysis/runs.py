@@ -69,7 +69,7 @@ def _csv_metrics(path: Path) -> dict[str, float]:
     return metrics
 
 
-def _csv_folders(run: Path) -> list[Path]:
+def csv_folders(run: Path) -> list[Path]:
     """The CSV logger's folders of ``run``, oldest first: ``csv/`` or ``csv/version_<n>/`` (one per resume)."""
     versions = [p for p in run.glob("csv/version_*") if p.name.removeprefix("version_").isdigit()]
     return [run / "csv", *sorted(versions, key=lambda p: int(p.name.removeprefix("version_")))]
@@ -89,7 +89,7 @@ def load_run(run: Path, keys: set[str]) -> Run:
     The W&B log is only parsed when the Hydra config or the CSV test metrics are missing."""
     hydra_config = run / ".hydra" / "config.yaml"
     values = _hydra_values(hydra_config, keys) if hydra_config.is_file() else {}
-    folders = _csv_folders(run)
+    folders = csv_folders(run)
     metrics: dict[str, float] = {}
     for path in (folder / "metrics.csv" for folder in folders):
         if path.is_file():

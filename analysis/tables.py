@@ -77,6 +77,12 @@ def cells_of(table: Table, values: Mapping[str, Any]) -> list[tuple[int, int]]:
     ]
 
 
+def matching_runs(table: Table, row: Row, runs: Sequence[Run]) -> list[Run]:
+    """The runs that fill a cell of ``row``."""
+    index = table.rows.index(row)
+    return [run for run in runs if any(i == index for i, _ in cells_of(table, run.values))]
+
+
 def _finished(table: Table, run: Run) -> bool:
     return any(_metric_key(table.columns[j], table.rows[i]) in run.metrics for i, j in cells_of(table, run.values))
 

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 
 from lightning_modules.classifier import ImageClassifier
+from resattn import pretrained
 
 # The hyper-parameters that decide the network's structure, i.e. whether its weights fit.
 NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "net")
@@ -123,3 +125,23 @@ def load_classifier(
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit its own architecture {hparams['arch']!r}: {err}") from err
     return model.to(map_location)
+
+
+def load_pretrained(name: str, num_classes: int | None = None, in_chans: int | None = None) -> ImageClassifier:
+    """``ImageClassifier`` around timm's ``<variant>.<tag>`` pretrained weights (:mod:`resattn.pretrained`), checked
+    against the data's class count and input channels."""
+    weights = pretrained.find(name)
+    chans = weights.input_size[0]
+    if num_classes is not None and weights.num_classes != num_classes:
+        raise CheckpointError(
+            f"pretrained={name} was trained for {weights.num_classes} classes but the data has {num_classes}; "
+            "pick the data it was trained on"
+        )
+    if in_chans is not None and chans != in_chans:
+        raise CheckpointError(
+            f"pretrained={name} was trained on {chans}-channel images but the data has {in_chans} channel(s)"
+        )
+    model = ImageClassifier(weights.variant, num_classes=weights.num_classes, in_chans=chans, net=weights.net)
+    net = timm.create_model(name, pretrained=True, in_chans=chans, **weights.net)  # as any timm user loads them
+    model.net.load_state_dict(net.state_dict())
+    return model

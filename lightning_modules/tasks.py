@@ -24,10 +24,18 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lightning_modules.checkpoint_loading import CheckpointError, check_fits, load_classifier, read_checkpoint
+from lightning_modules.checkpoint_loading import (
+    CheckpointError,
+    check_fits,
+    load_classifier,
+    load_pretrained,
+    read_checkpoint,
+)
+from lightning_modules.console import quiet_known_warnings
 from lightning_modules.eval_outputs import predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.run_report import eval_command, length_text, report_run, shown
+from resattn.pretrained import available as pretrained_weights
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +163,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     The process that owns the run directory (rank zero) locks it first, saves the config there and logs into its
     ``train.log``; other DDP ranks (started by Lightning, which re-runs the script) only train.
     """
+    quiet_known_warnings()
     if rank_zero_only.rank != 0:
         return _train(cfg, None)
     run = RunDirectory(cfg.paths.output_dir)
@@ -235,6 +244,7 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test a checkpoint: top-1/top-5 and per-class accuracy at each test size, a confusion matrix PNG,
     and predictions for a folder of the user's own images; results go to the run directory."""
+    quiet_known_warnings()
     out = Path(cfg.paths.output_dir)
     run = RunDirectory(out)  # a new directory per evaluation: no lock needed
     hydra_cfg, overrides, _ = _hydra_job()
@@ -249,15 +259,29 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         run.detach_log()
 
 
+def evaluated_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
+    """The network eval.py tests: a training checkpoint (``ckpt_path``) or pretrained weights (``pretrained``)."""
+    if bool(cfg.get("ckpt_path")) == bool(cfg.get("pretrained")):
+        available = ", ".join(pretrained_weights()) or "none installed"
+        raise ValueError(
+            "eval.py needs exactly one of ckpt_path=<checkpoint written by train.py> or "
+            f"pretrained=<variant>.<tag> (pretrained weights available: {available})"
+        )
+    if cfg.get("pretrained"):
+        return load_pretrained(cfg.pretrained, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
+    return load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
+
+
 def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     sizes = list(cfg.get("test_sizes") or []) or [cfg.data.image_size]
     datamodules = {size: prepare_datamodule(cfg, image_size=size) for size in sizes}
     first = datamodules[sizes[0]]
-    model = load_classifier(cfg.ckpt_path, num_classes=first.num_classes, in_chans=first.in_chans)
+    model = evaluated_model(cfg, first)
     loggers = instantiate_dict(cfg.get("logger"), Logger)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[], max_steps=-1)
-    results: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "arch": model.hparams.arch, "sizes": {}}
+    source = {"pretrained": cfg.pretrained} if cfg.get("pretrained") else {"checkpoint": str(cfg.ckpt_path)}
+    results: dict[str, Any] = {**source, "arch": model.hparams.arch, "sizes": {}}
     try:
         for size, datamodule in datamodules.items():
             trainer.test(model, datamodule=datamodule, weights_only=True)

@@ -2,7 +2,8 @@
 
 The entry points are generated from the table (no function per depth is written by hand); each is a
 real module-level function, so timm's registry, ``list_models("resattn*")`` and ``pretrained_cfg``
-(including ``pretrained_cfg_overlay=dict(file=...)`` for local weights) work as for timm's own models.
+(including ``pretrained_cfg_overlay=dict(file=...)`` for local weights) work as for timm's own models. Trained
+weights are pretrained tags, ``<variant>.<tag>`` (:mod:`resattn.pretrained`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from resattn.net import ResidualAttentionNet
+from resattn.pretrained import available, timm_cfg
 from resattn.variants import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantSpec
 
 
@@ -37,7 +39,13 @@ def _default_cfg(spec: VariantSpec) -> dict[str, Any]:
     )
 
 
-default_cfgs = generate_default_cfgs({name: _default_cfg(spec) for name, spec in VARIANTS.items()})
+# One untagged cfg per variant (no weights), then the pretrained tags found in the weights folders (pretrained.py).
+default_cfgs = generate_default_cfgs(
+    {
+        **{name: _default_cfg(spec) for name, spec in VARIANTS.items()},
+        **{tag: {**_default_cfg(VARIANTS[w.variant]), **timm_cfg(w)} for tag, w in available().items()},
+    }
+)
 
 
 def create_resattn(variant: str, pretrained: bool = False, **kwargs: Any) -> ResidualAttentionNet:

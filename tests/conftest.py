@@ -89,13 +89,13 @@ SCRIPT_ENV = {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR
 
 
 def run_script(
-    script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 300
+    script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 300, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there)."""
+    """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there), ``env`` added."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
-        env={**os.environ, **SCRIPT_ENV},
+        env={**os.environ, **SCRIPT_ENV, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -130,7 +130,8 @@ def test_bad_inputs_say_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixt
     table3_runs(tmp_path / "logs")
     output = tmp_path / "results" / "t.md"
     assert main(["all", "--logs", str(tmp_path / "logs"), "--output", str(output)]) == 0
-    assert output.read_text().startswith("## Table 3")
+    written = output.read_text()
+    assert written.startswith("<!-- Written by `python -m analysis.results all --logs ") and "\n## Table 3" in written
     experiments = Path(__file__).parents[1] / "conf" / "experiment"
     papers = {name for name, table in load_tables().items() if table.has_paper_numbers}
     assert papers == {p.stem for p in experiments.glob("table*.yaml")}
@@ -149,3 +150,77 @@ def test_a_run_with_only_an_offline_wandb_log(tmp_path: Path) -> None:
     report = results_markdown("table1", tmp_path / "logs")
     assert "| f2 channel | 25.00 (n=1) | 6.24 (unverified) |" in report
     assert "- steps trained: 40 in 1 run(s) (paper: 160000)" in report
+
+
+def write_fmnist_run(logs: Path, name: str, model: dict[str, Any], acc: float, seed: int = 0) -> Path:
+    """A finished run of experiment=fmnist: its saved config (synthetic 28 px grayscale data, so that the mask grid
+    can be drawn offline), three epochs of CSV curves, and a real best checkpoint of the tiny network."""
+    import torch
+
+    from lightning_modules import ImageClassifier
+
+    run = logs / "fmnist" / "multiruns" / name
+    (run / ".hydra").mkdir(parents=True)
+    data = {
+        "_target_": "datamodules.FashionMNISTDataModule",
+        "batch_size": 128,
+        "random_erasing": 0.5,
+        "val_fraction": 0.1,
+        "num_classes": 10,
+        "image_size": 28,
+    }
+    synthetic = {"_target_": "datamodules.SyntheticDataModule", "root": "", "num_classes": 10, "in_chans": 1}
+    synthetic |= {"image_size": 28, "model_family": "cifar", "num_train_samples": 40, "num_test_samples": 20}
+    optimizer = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}
+    config = {
+        "task_name": "fmnist",
+        "seed": seed,
+        "paths": {"root_dir": "."},
+        "data": data,
+        "optimizer": optimizer,
+        "scheduler": {"name": "cosine", "warmup_steps": 422},
+        "trainer": {"max_epochs": 60},
+        "model": {"name": model["name"], "net": {"mask_type": "mixed", "mask_structure": "hourglass", **model["net"]}},
+    }
+    # the mask grid reads the data the checkpoint's run was trained on: here, synthetic images of Fashion-MNIST's shape
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**config, "data": {**data, **synthetic}}))
+    (run / "csv" / "version_0").mkdir(parents=True)
+    (run / "csv" / "version_0" / "hparams.yaml").write_text("model/params_total: 1030074\n")
+    rows = ["epoch,step,train/loss,train/acc1,val/loss,val/acc1,test/acc1"]
+    rows += [f"{e},{(e + 1) * 421},{1.0 / (e + 1)},{0.8 + e / 100},{1.1 / (e + 1)},{0.79 + e / 100}," for e in range(3)]
+    rows.append(f"3,1263,,,,,{acc}")
+    (run / "csv" / "version_0" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (run / "checkpoints").mkdir()
+    net = ImageClassifier("resattn_tiny_cifar", num_classes=10, in_chans=1, net=model["net"])
+    torch.save(
+        {"state_dict": net.state_dict(), "hyper_parameters": dict(net.hparams)},
+        run / "checkpoints" / "best-step0001263-acc0.8100.ckpt",
+    )
+    return run
+
+
+def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path) -> None:
+    """RESULTS.md's table, curves and mask grid come from the run logs alone, and regenerate identically."""
+    logs = tmp_path / "logs"
+    for seed, acc in enumerate([0.951, 0.953]):
+        write_fmnist_run(logs, f"arl-{seed}", {"name": "att56", "net": {"attention_residual": True}}, acc, seed)
+    write_fmnist_run(logs, "nal", {"name": "att56", "net": {"attention_residual": False}}, 0.947)
+    document = tmp_path / "RESULTS.md"
+    assert main(["fmnist", "--logs", str(logs), "--output", str(document)]) == 0
+    text = document.read_text()
+    assert text.startswith("<!-- Written by `python -m analysis.results fmnist --logs")
+    assert "| network | params M | test top-1 |" in text
+    assert "| Attention-56, ARL | 1.03 | 95.20 ± 0.14 (n=2) |" in text
+    assert "| Attention-56, NAL | 1.03 | 94.70 (n=1) |" in text
+    assert "| pre-activation ResNet-101 | ? | missing |" in text
+    assert "- Attention-56, NAL: `python train.py -m experiment=fmnist attention=nal`" in text
+    assert "Run: `python train.py -m experiment=fmnist model=resnet101`" in text
+    # the recipe is conf/experiment/fmnist.yaml's: the stand-in data is reported as the one difference
+    assert "- `data._target_`: 'datamodules.SyntheticDataModule' in 3 run(s) (recipe: 'datamodules.Fashion" in text
+    assert "![learning curves](results/fmnist_curves.png)" in text
+    assert "![attention masks of the best network](results/fmnist_masks.png)" in text
+    for figure in ("fmnist_curves.png", "fmnist_masks.png"):
+        assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"
+    first = text
+    assert main(["fmnist", "--logs", str(logs), "--output", str(document)]) == 0
+    assert document.read_text() == first

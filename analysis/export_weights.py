@@ -1,0 +1,91 @@
+"""Export a trained network as a timm pretrained tag (see :mod:`resattn.pretrained`):
+
+    python -m analysis.export_weights <run>/checkpoints/best-*.ckpt --tag fmnist [--out resattn/weights]
+
+Writes ``<variant>.<tag>.pth`` (the network's weights, float32) and ``<variant>.<tag>.json`` (input size, the mean and
+std of the run's training split, class names, network options, test top-1 and the command that trained it), after
+which ``timm.create_model("<variant>.<tag>", pretrained=True)`` loads them offline (set ``RESATTN_WEIGHTS_DIR`` to
+the folder when it is not the package's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import yaml
+from hydra.errors import HydraException
+
+from analysis.run_data import load_datamodule, run_directory
+from lightning_modules.checkpoint_loading import CheckpointError, load_classifier
+from resattn.pretrained import SHIPPED, Weights
+
+TAG = re.compile(r"[a-z0-9_]+")
+
+
+def _provenance(ckpt: Path) -> tuple[float | None, str]:
+    """The run's stored test top-1 (run.json) and a line saying what trained it."""
+    run = run_directory(ckpt)
+    if run is None:
+        return None, f"checkpoint {ckpt.name}"
+    record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    metrics = (record.get("finished") or {}).get("metrics", {})
+    overrides = run / ".hydra" / "overrides.yaml"
+    command = ""
+    if overrides.is_file():
+        command = "python train.py " + " ".join(yaml.safe_load(overrides.read_text()) or [])
+    return metrics.get("test/acc1"), f"{command} ({run.name}/checkpoints/{ckpt.name})".strip()
+
+
+def export(ckpt: Path, tag: str, out: Path) -> Weights:
+    """Write the tag's two files into ``out`` and return its description."""
+    if not TAG.fullmatch(tag):
+        raise ValueError(f"a tag is lower-case letters, digits and _, got {tag!r}")
+    datamodule = load_datamodule(ckpt, None)  # the run's own data: its normalisation and class names
+    model = load_classifier(ckpt, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
+    test_top1, source = _provenance(ckpt)
+    size = datamodule.image_size
+    weights = Weights(
+        variant=model.hparams.arch,
+        tag=tag,
+        file=out / f"{model.hparams.arch}.{tag}.pth",
+        num_classes=model.hparams.num_classes,
+        input_size=(datamodule.in_chans, size, size),
+        mean=tuple(float(m) for m in datamodule.mean),
+        std=tuple(float(s) for s in datamodule.std),
+        label_names=tuple(datamodule.class_names),
+        net=dict(model.hparams.net or {}),
+        test_top1=test_top1,
+        source=source,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in model.net.state_dict().items()}, weights.file)
+    weights.file.with_suffix(".json").write_text(json.dumps(weights.describe(), indent=2) + "\n")
+    return weights
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.export_weights", description=__doc__.split("\n\n")[0])
+    parser.add_argument("ckpt", help="a checkpoint written by train.py (<run>/checkpoints/*.ckpt)")
+    parser.add_argument("--tag", required=True, help="the tag, e.g. fmnist: <variant>.<tag>")
+    parser.add_argument("--out", default=str(SHIPPED), help=f"folder for the two files (default: {SHIPPED})")
+    args = parser.parse_args(argv)
+    try:
+        if not Path(args.ckpt).is_file():
+            raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist")
+        weights = export(Path(args.ckpt), args.tag, Path(args.out))
+    except (ValueError, OSError, CheckpointError, HydraException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    described = weights.file.with_suffix(".json").name
+    print(f"wrote {weights.file} and {described}: timm.create_model({weights.name!r}, pretrained=True)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Trained weights as timm pretrained tags: exported from a training checkpoint, loaded by timm offline, evaluated by
+eval.py without a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT, SMOKE, run_script
+
+from analysis.export_weights import main as export_main
+
+DATA = ["data=synthetic", "data.image_size=16", "data.num_train_samples=192", "data.num_test_samples=64"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The best checkpoint of a real short training run (synthetic 16 px data)."""
+    cwd = tmp_path_factory.mktemp("run")
+    run_script("train.py", *SMOKE, "logger=csv", cwd=cwd)
+    return next(cwd.glob("logs/train/runs/*/checkpoints/best-*.ckpt"))
+
+
+def timm_outputs(weights_dir: Path, name: str, images: Path) -> dict:
+    """In a fresh process with the weights folder set: what timm reports for ``name`` and its outputs on images."""
+    code = f"""
+import json, timm, torch, resattn
+net = timm.create_model({name!r}, pretrained=True).eval()
+cfg = net.pretrained_cfg
+with torch.no_grad():
+    out = net(torch.load({str(images)!r}))
+torch.save(out, {str(images.with_suffix(".out"))!r})
+print(json.dumps(dict(listed=timm.list_pretrained("resattn*"), mean=cfg["mean"], std=cfg["std"],
+                      input_size=cfg["input_size"], labels=cfg["label_names"], classes=cfg["num_classes"])))
+"""
+    env = {"RESATTN_WEIGHTS_DIR": str(weights_dir), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_exported_weights_load_through_timm_and_eval(trained: Path, tmp_path: Path) -> None:
+    weights_dir = tmp_path / "weights"
+    assert export_main([str(trained), "--tag", "smoke", "--out", str(weights_dir)]) == 0
+    described = json.loads((weights_dir / "resattn_tiny_cifar.smoke.json").read_text())
+    run = trained.parent.parent
+    assert described["test_top1"] == json.loads((run / "run.json").read_text())["finished"]["metrics"]["test/acc1"]
+    assert described["input_size"] == [3, 16, 16] and described["label_names"][:2] == ["class_0", "class_1"]
+    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    assert described["source"].startswith("python train.py " + " ".join(overrides))
+
+    images = tmp_path / "images.pt"
+    batch = torch.randn(4, 3, 16, 16)
+    torch.save(batch, images)
+    report = timm_outputs(weights_dir, "resattn_tiny_cifar.smoke", images)
+    assert "resattn_tiny_cifar.smoke" in report["listed"]
+    assert report["classes"] == 10 and report["input_size"] == [3, 16, 16] and len(report["labels"]) == 10
+    assert report["mean"] == pytest.approx(described["mean"]) and report["std"] == pytest.approx(described["std"])
+    state = torch.load(trained, weights_only=True)
+    from lightning_modules import ImageClassifier
+
+    model = ImageClassifier(**state["hyper_parameters"])
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(images.with_suffix(".out")), model.net(batch))
+
+    # eval.py with the tag and with the checkpoint it came from: the same accuracy, no checkpoint needed.
+    env = {"RESATTN_WEIGHTS_DIR": str(weights_dir)}
+    common = [*DATA, "data.noise=0.5"]
+    run_script("eval.py", "pretrained=resattn_tiny_cifar.smoke", *common, cwd=tmp_path, env=env)
+    run_script("eval.py", f"ckpt_path={trained}", *common, cwd=tmp_path, env=env)
+    written = sorted((tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json"))
+    results = [json.loads(path.read_text()) for path in written]
+    by_source = {("pretrained" in r): r["sizes"]["16"]["test/acc1"] for r in results}
+    assert by_source[True] == pytest.approx(by_source[False], abs=1e-6)
+
+
+def test_eval_needs_one_source_and_names_the_tags(tmp_path: Path) -> None:
+    proc = run_script("eval.py", *DATA, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "eval.py needs exactly one of ckpt_path=" in proc.stderr and "pretrained=<variant>.<tag>" in proc.stderr
+    proc = run_script("eval.py", "pretrained=resattn56_cifar.nope", *DATA, cwd=tmp_path, check=False)
+    assert "unknown pretrained weights 'resattn56_cifar.nope'; available:" in proc.stderr
