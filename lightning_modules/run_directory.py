@@ -22,7 +22,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,51 +45,49 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._lock_fd: int | None = None
-        self._log_handler: logging.Handler | None = None
 
     @property
     def record_path(self) -> Path:
         return self.path / RECORD_FILE
 
     # ---- lock -------------------------------------------------------------------------------------------------
-    def acquire(self) -> None:
-        """Take the directory's lock or raise :class:`RunLockedError` naming the process that holds it."""
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's lock for the block, or raise :class:`RunLockedError` naming the process that holds
+        it. A clean exit empties the lock file; a killed process leaves its pid there, and the next run takes over."""
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / LOCK_FILE
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_json(lock) or {}
-            os.close(fd)
-            raise RunLockedError(
-                f"{self.path} is in use by process {holder.get('pid', '?')} on {holder.get('host', '?')} "
-                f"(started {holder.get('started', '?')}: {holder.get('command', '?')}). Two runs in one directory "
-                "would overwrite each other's checkpoints, so this one stops without touching it. Wait for that run "
-                f"to finish (rerunning the command then resumes or reports it), stop it (kill {holder.get('pid', '?')})"
-                ", or give this run a directory of its own (change an override, or set hydra.run.dir=...)."
-            ) from None
-        previous = _read_json(lock)  # a clean end empties the file: a pid left here is a run that was killed
-        if previous and previous.get("pid"):
-            log.warning("Taking over %s from process %s, which ended without releasing it", lock, previous["pid"])
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
-        self._lock_fd = fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLockedError(self._in_use(_read_json(lock) or {})) from None
+            previous = _read_json(lock)  # a clean end empties the file: a pid left here is a run that was killed
+            if previous and previous.get("pid"):
+                log.warning("Taking over %s from process %s, which ended without releasing it", lock, previous["pid"])
+            holder = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            yield
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the last descriptor releases the flock
 
-    def release(self) -> None:
-        """Empty the lock file (a clean end, not a crash) and drop the lock; detach the log file."""
-        self.detach_log()
-        if self._lock_fd is not None:
-            os.ftruncate(self._lock_fd, 0)
-            os.close(self._lock_fd)  # closing the last descriptor releases the flock
-            self._lock_fd = None
+    def _in_use(self, holder: Mapping[str, Any]) -> str:
+        pid = holder.get("pid", "?")
+        return (
+            f"{self.path} is in use by process {pid} on {holder.get('host', '?')} (started "
+            f"{holder.get('started', '?')}: {holder.get('command', '?')}). Two runs in one directory would overwrite "
+            "each other's checkpoints, so this one stops without touching it. Wait for that run to finish (rerunning "
+            f"the command then resumes or reports it), stop it (kill {pid}), or give this run a directory of its own "
+            "(change an override, or set hydra.run.dir=...)."
+        )
 
     # ---- config and log ---------------------------------------------------------------------------------------
     def save_config(self, cfg: DictConfig, hydra_cfg: DictConfig | None, overrides: list[str]) -> None:
@@ -101,27 +100,24 @@ class RunDirectory:
             OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
         OmegaConf.save(OmegaConf.create(list(overrides)), folder / "overrides.yaml")
 
-    def attach_log(self, name: str = "train.log") -> None:
-        """Append every log record of this process (all loggers, Python warnings) to ``<run dir>/<name>``."""
+    @contextmanager
+    def logged(self, name: str = "train.log") -> Iterator[None]:
+        """Append every log record of the block (all loggers, Python warnings) to ``<run dir>/<name>``, and the
+        traceback of an exception that ends it (into the file only: the console gets Hydra's report of it)."""
         handler = logging.FileHandler(self.path / name)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
-        logging.getLogger().addHandler(handler)
+        root = logging.getLogger()
+        root.addHandler(handler)
         logging.captureWarnings(True)  # warnings reach the console and the file through logging
-        self._log_handler = handler
-
-    def log_failure(self) -> None:
-        """Write the exception being handled, with its traceback, into the log file only (the console gets
-        Hydra's report of it)."""
-        if self._log_handler is not None:
-            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "the run failed", None, sys.exc_info())
-            self._log_handler.handle(record)
-
-    def detach_log(self) -> None:
-        if self._log_handler is not None:
+        try:
+            yield
+        except Exception:
+            handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "the run failed", None, sys.exc_info()))
+            raise
+        finally:
             logging.captureWarnings(False)
-            logging.getLogger().removeHandler(self._log_handler)
-            self._log_handler.close()
-            self._log_handler = None
+            root.removeHandler(handler)
+            handler.close()
 
     # ---- record -----------------------------------------------------------------------------------------------
     def read_record(self) -> dict[str, Any]:

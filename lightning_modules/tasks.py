@@ -40,38 +40,25 @@ from resattn.pretrained import available as pretrained_weights
 log = logging.getLogger(__name__)
 
 
-def instantiate_dict(section: DictConfig | None, kind: type) -> list[Any]:
-    """Instantiate every entry of a callbacks/logger section that has a ``_target_``."""
+def _entries(section: DictConfig | None) -> dict[str, DictConfig]:
+    """The entries of a callbacks/logger section that have a ``_target_``."""
+    return {name: entry for name, entry in (section or {}).items() if entry is not None and "_target_" in entry}
+
+
+def uses_wandb(section: DictConfig | None) -> bool:
+    return any(issubclass(get_class(entry._target_), WandbLogger) for entry in _entries(section).values())
+
+
+def instantiate_dict(section: DictConfig | None, kind: type, wandb_id: str | None = None) -> list[Any]:
+    """Instantiate every entry of a callbacks/logger section; a W&B logger gets the run directory's W&B run id."""
     objects = []
-    for name, entry in (section or {}).items():
-        if entry is None or "_target_" not in entry:
-            continue
-        obj = instantiate(entry)
+    for name, entry in _entries(section).items():
+        is_wandb = issubclass(get_class(entry._target_), WandbLogger)
+        obj = instantiate(entry, id=wandb_id) if is_wandb and wandb_id else instantiate(entry)
         if not isinstance(obj, kind):
             raise TypeError(f"{name}: expected a {kind.__name__}, got {type(obj).__name__} from {entry._target_}")
         objects.append(obj)
     return objects
-
-
-def instantiate_loggers(section: DictConfig | None, wandb_id: str | None) -> list[Logger]:
-    """The configured loggers; a W&B logger gets the run directory's W&B run id (``wandb_id``)."""
-    loggers = []
-    for name, entry in (section or {}).items():
-        if entry is None or "_target_" not in entry:
-            continue
-        is_wandb = issubclass(get_class(entry._target_), WandbLogger)
-        logger = instantiate(entry, id=wandb_id) if is_wandb and wandb_id else instantiate(entry)
-        if not isinstance(logger, Logger):
-            raise TypeError(f"logger.{name}: expected a Logger, got {type(logger).__name__} from {entry._target_}")
-        loggers.append(logger)
-    return loggers
-
-
-def uses_wandb(section: DictConfig | None) -> bool:
-    return any(
-        entry is not None and "_target_" in entry and issubclass(get_class(entry._target_), WandbLogger)
-        for entry in (section or {}).values()
-    )
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -121,11 +108,10 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
 
 
 def finish_wandb(loggers: list[Logger]) -> None:
-    """Close W&B runs so that each multirun job gets a run of its own."""
-    if any(isinstance(lg, WandbLogger) for lg in loggers):
-        import wandb
-
-        wandb.finish()
+    """Close W&B runs so that each multirun job gets a run of its own (a no-op on other ranks)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def metrics_as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -167,17 +153,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank != 0:
         return _train(cfg, None)
     run = RunDirectory(cfg.paths.output_dir)
-    run.acquire()
-    try:
-        run.attach_log()
+    with run.locked(), run.logged("train.log"):
         hydra_cfg, overrides, _ = _hydra_job()
         run.save_config(cfg, hydra_cfg, overrides)
         return _train(cfg, run)
-    except Exception:
-        run.log_failure()
-        raise
-    finally:
-        run.release()
 
 
 def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
@@ -207,7 +186,7 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
     if run is not None and uses_wandb(cfg.get("logger")):
         wandb_id = run.wandb_id(resuming=own_last, new_id=secrets.token_hex(4))
     callbacks = instantiate_dict(cfg.get("callbacks"), Callback)
-    loggers = instantiate_loggers(cfg.get("logger"), wandb_id)
+    loggers = instantiate_dict(cfg.get("logger"), Logger, wandb_id)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     best = None
     try:
@@ -249,14 +228,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run = RunDirectory(out)  # a new directory per evaluation: no lock needed
     hydra_cfg, overrides, _ = _hydra_job()
     run.save_config(cfg, hydra_cfg, overrides)
-    run.attach_log("eval.log")
-    try:
+    with run.logged("eval.log"):
         return _evaluate(cfg, out)
-    except Exception:
-        run.log_failure()
-        raise
-    finally:
-        run.detach_log()
 
 
 def evaluated_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
