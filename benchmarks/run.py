@@ -11,6 +11,8 @@ Sections (``--sections``, all by default; one module each in :mod:`benchmarks.se
 - ``scaling``: Attention-56 img/s and peak memory against batch size and input size (32 to 448);
 - ``data``: the data pipelines alone: torchvision per-sample transforms in a DataLoader against the batched
   GPU-resident path (``data.gpu_resident=true``), on the same uint8 images;
+- ``formats``: img/s per CPU core of the ImageNet training data path from an ImageFolder tree (PIL), a Hugging
+  Face dataset and litdata shards (and GPU decoding of the shards where CUDA is), and the training ceiling that sets;
 - ``recipe``: the paper's CIFAR Attention-92 schedule (160k steps at batch 64) through the real training path at
   resattn's default, extrapolated from steady-state img/s, and ImageNet Attention-56 training at resattn's default.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything resattn needs on a fresh machine; rerunning it is fast when nothing changed.
 #   1. Fashion-MNIST from Debian's dataset-fashion-mnist (offline data for the quickstart and tests)
-#   2. a virtual environment with the project and its dev tools, cached by the hash of
+#   2. a virtual environment with the project, its dev tools and the hf and streaming extras, cached by the hash of
 #      pyproject.toml under ~/.cache/resattn (RESATTN_VENV_CACHE) and linked as ./.venv
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ if [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e ".[dev]"
+    "$venv/bin/python" -m pip install -q -e ".[dev,hf,streaming]"
     touch "$venv/.complete"
 else
     # A cached environment may come from another clone: point the editable install here.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from benchmarks.sections import compare, data, loops, models, options, recipe, scaling
+from benchmarks.sections import compare, data, formats, loops, models, options, recipe, scaling
 from benchmarks.sections.base import Goal, Section, SectionResult
 
 SECTIONS: dict[str, Section] = {
@@ -21,6 +21,7 @@ SECTIONS: dict[str, Section] = {
         loops.SECTION,
         scaling.SECTION,
         data.SECTION,
+        formats.SECTION,
         recipe.SECTION,
     )
 }

@@ -1,0 +1,152 @@
+"""``python -m datamodules.shards OUT data=<choice> [data.<option>=...]``: any data config this project reads (an
+ImageFolder tree, ImageNet, Fashion-MNIST, CIFAR, a Hugging Face dataset...) as litdata shards for ``data=streaming``.
+
+The data config is composed as ``train.py`` composes it (same overrides) and its datamodule loads the data; the
+training pool goes to ``OUT/train`` in a seeded random order (``--seed``: litdata shuffles the order of chunks and
+of items within a chunk, so a chunk must not hold one class, as an ImageFolder in file order would), the test set
+to ``OUT/test`` in its own order; each split is written by ``litdata.optimize``, with a progress bar. Image files
+keep their bytes (a JPEG stays the same JPEG, so GPU decoding applies); in-memory images (Fashion-MNIST, CIFAR) are
+stored as PNG. Each split's ``index.json`` also gets the class names and all labels (see
+:mod:`datamodules.shard_reading`). Upload ``OUT`` as it is to stream it from an object store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+from torchvision.datasets import DatasetFolder
+from torchvision.io import encode_png
+from torchvision.transforms.v2 import functional as F
+
+from datamodules.base import ImageDataModule, TensorImageDataset, seeded_order
+from datamodules.label_noise import dataset_labels
+from datamodules.optional import require
+from datamodules.streaming import INDEX_FILE, METADATA_KEY, SPLITS
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def encoded_item(dataset: Dataset, index: int) -> tuple[bytes, int]:
+    """Item ``index`` of a datamodule's pool or test set as ``(encoded image bytes, label)``: a file's own bytes
+    where the dataset reads files, a PNG of an in-memory image otherwise."""
+    if isinstance(dataset, Subset):
+        return encoded_item(dataset.dataset, dataset.indices[index])
+    if isinstance(dataset, DatasetFolder):
+        path, label = dataset.samples[index]
+        return Path(path).read_bytes(), label
+    if isinstance(dataset, TensorImageDataset):
+        return encode_png(dataset.images[index]).numpy().tobytes(), int(dataset.labels[index])
+    image, label = dataset[index]
+    if isinstance(image, bytes):
+        return image, int(label)
+    if isinstance(image, Image.Image):
+        image = F.pil_to_tensor(image)
+    return encode_png(image).numpy().tobytes(), int(label)
+
+
+class EncodeItem:
+    """``optimize``'s function: ``(position in the shards, source index)`` -> the stored item (picklable, for
+    litdata's worker processes)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self, position_and_source: tuple[int, int]) -> dict[str, Any]:
+        position, source = position_and_source
+        image, label = encoded_item(self.dataset, source)
+        return {"index": position, "source": source, "image": image, "label": label}
+
+
+def add_metadata(split_dir: Path, metadata: dict[str, Any]) -> None:
+    """Add the converter's entry to the ``index.json`` litdata wrote for a split."""
+    path = split_dir / INDEX_FILE
+    index = json.loads(path.read_text())
+    index[METADATA_KEY] = metadata
+    path.write_text(json.dumps(index))
+
+
+def write_shards(
+    datamodule: ImageDataModule,
+    out: Path,
+    *,
+    chunk_bytes: str = "64MB",
+    workers: int = 1,
+    seed: int = 0,
+    verbose: bool = True,
+) -> dict[str, int]:
+    """Write the datamodule's training pool (shuffled by ``seed``) and test set as shards under ``out``; the image
+    count of each split."""
+    litdata = require("litdata", "python -m datamodules.shards")
+    datamodule.prepare_data()
+    pool, test, class_names = datamodule._load()
+    methods = multiprocessing.get_all_start_methods()
+    counts = {}
+    for split, dataset in zip(SPLITS, (pool, test), strict=True):
+        if len(dataset) == 0:
+            raise ValueError(f"the {split} split of {type(datamodule).__name__} is empty: nothing to write")
+        order = seeded_order(len(dataset), seed) if split == "train" else list(range(len(dataset)))
+        litdata.optimize(
+            fn=EncodeItem(dataset),
+            inputs=list(enumerate(order)),
+            output_dir=str(out / split),
+            chunk_bytes=chunk_bytes,
+            num_workers=min(workers, len(dataset)),
+            mode="overwrite",
+            keep_data_ordered=True,  # each worker writes a contiguous slice of the inputs: positions as given
+            reorder_files=False,
+            start_method="fork" if "fork" in methods else None,  # spawn re-imports torch in every worker
+            verbose=verbose,
+        )
+        labels = dataset_labels(dataset)[order].tolist()
+        add_metadata(out / split, {"class_names": list(class_names), "labels": labels})
+        counts[split] = len(dataset)
+    return counts
+
+
+def compose_data(overrides: Sequence[str]) -> Any:
+    """The ``data`` node of ``train.py``'s config under ``overrides``, resolved."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides))
+    return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, int]:
+    parser = argparse.ArgumentParser(
+        prog="python -m datamodules.shards",
+        description="Convert a data config of this project into litdata shards for data=streaming.",
+        epilog="example: python -m datamodules.shards /data/shards/imagenet data=imagenet data.root=/data/imagenet",
+    )
+    parser.add_argument("out", type=Path, help="output folder (train/ and test/ are written into it)")
+    parser.add_argument("overrides", nargs="+", help="data=<choice> and data.<option>=<value>, as for train.py")
+    parser.add_argument("--chunk-bytes", default="64MB", help="target size of a chunk file (default 64MB)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="writer processes (default: cores)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training images' order in the shards")
+    args = parser.parse_args(argv)
+    if str(args.out).startswith(("s3:", "gs:", "azure:")):
+        parser.error("write the shards to a local folder, then upload it as it is (e.g. aws s3 sync OUT s3://...)")
+    from hydra.utils import instantiate
+
+    data = compose_data(args.overrides)
+    datamodule = instantiate(data)
+    counts = write_shards(datamodule, args.out, chunk_bytes=args.chunk_bytes, workers=args.workers, seed=args.seed)
+    shape = f"data.in_chans={datamodule.in_chans} data.image_size={datamodule.image_size}"
+    print(
+        f"wrote {counts['train']} training and {counts['test']} test images to {args.out}. Train on them with:\n"
+        f"  python train.py data=streaming data.input_dir={args.out} {shape} data.model_family={data.model_family}"
+    )
+    return counts
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""A callback for the DDP test of tests/test_data_at_scale.py: which images (of a ``files.write_coded_tree`` set)
+every training batch of this rank held, per epoch, written to ``<out>/rank<r>.json`` when training ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from files import read_codes
+from lightning.pytorch.callbacks import Callback
+
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+
+class RecordSamples(Callback):
+    def __init__(self, out: str) -> None:
+        self.out = Path(out)
+        self.seen: dict[int, list[int]] = {}
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        images, _ = batch
+        codes = read_codes(images.detach().float().cpu(), IMAGENET_MEAN, IMAGENET_STD)
+        self.seen.setdefault(trainer.current_epoch, []).extend(codes)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))

@@ -1,0 +1,183 @@
+"""data=streaming and its converter: shards written from a JPEG tree, Fashion-MNIST files and an HF dataset,
+read locally and through a cached remote URL, and the training loader resuming mid-epoch."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from files import hf_dataset, write_idx_gz, write_jpeg_tree
+from omegaconf import OmegaConf
+from PIL import Image
+
+from datamodules.folder import ImageFolderDataModule
+from datamodules.optional import MissingExtraError
+from datamodules.shards import main, write_shards
+from datamodules.streaming import StreamingDataModule
+
+litdata = pytest.importorskip(
+    "litdata", reason='data=streaming needs the streaming extra: pip install -e ".[streaming]"'
+)
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
+FAST = dict(image_size=32, batch_size=8, num_workers=0)
+
+
+def streaming_dm(input_dir: Path | str, root: Path, **kw: object) -> StreamingDataModule:
+    dm = StreamingDataModule(input_dir=str(input_dir), root=str(root), **{**FAST, **kw})
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture(scope="module")
+def tree_shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A JPEG tree (train/ and test/) and its shards, written by two converter processes."""
+    tmp = tmp_path_factory.mktemp("shards")
+    write_jpeg_tree(tmp / "tree" / "train", ["ant", "bee", "cow"], per_class=12)
+    write_jpeg_tree(tmp / "tree" / "test", ["ant", "bee", "cow"], per_class=3, seed=1)
+    source = ImageFolderDataModule(root=str(tmp / "tree"), image_size=32)
+    assert write_shards(source, tmp / "out", workers=2, chunk_bytes="8KB", verbose=False) == {"train": 36, "test": 9}
+    return tmp / "tree", tmp / "out"
+
+
+def test_converter_keeps_the_files_and_records_classes_and_labels(tree_shards: tuple[Path, Path]) -> None:
+    tree, out = tree_shards
+    index = json.loads((out / "train" / "index.json").read_text())
+    assert len(index["chunks"]) > 2 and index["resattn"]["class_names"] == ["ant", "bee", "cow"]
+    labels = index["resattn"]["labels"]
+    assert sorted(labels) == [0] * 12 + [1] * 12 + [2] * 12 and labels != sorted(labels)  # shuffled order
+    shards = litdata.StreamingDataset(str(out / "train"))
+    files = sorted((tree / "train").glob("*/*.jpg"))
+    for position in range(36):
+        item = shards[position]
+        assert item["index"] == position and item["label"] == labels[position]
+        assert item["image"] == files[item["source"]].read_bytes()  # the JPEG's own bytes
+    test = litdata.StreamingDataset(str(out / "test"))
+    assert [test[i]["source"] for i in range(9)] == list(range(9))  # the test set keeps its order
+
+
+def test_streaming_splits_batches_and_label_noise(tree_shards: tuple[Path, Path], tmp_path: Path) -> None:
+    _, out = tree_shards
+    dm = streaming_dm(out, tmp_path, val_fraction=0.25)
+    assert dm.class_names == ["ant", "bee", "cow"] and dm.num_classes == 3
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (27, 9, 9)
+    loader = dm.train_dataloader()
+    assert type(loader).__name__ == "StreamingDataLoader" and len(loader) == 3
+    batches = list(loader)
+    assert all(images.shape == (8, 3, 32, 32) for images, _ in batches)
+    val_images, _ = next(iter(dm.val_dataloader()))
+    assert val_images.shape == (8, 3, 32, 32)
+
+    noisy = streaming_dm(out, tmp_path, val_fraction=0.25, label_noise=0.6, max_train_samples=16)
+    assert len(noisy.train_set) == 16 and len(noisy.train_dataloader()) == 2
+    noisy_labels = torch.cat([labels for _, labels in noisy.train_dataloader()])
+    clean = dm.train_set.dataset.labels
+    expected = noisy.train_set.dataset.labels
+    assert not torch.equal(expected, clean) and sorted(noisy_labels.tolist()) != sorted(clean[:16].tolist())
+    assert sorted(noisy_labels.tolist()) == sorted(expected[noisy.train_set.indices].tolist())
+
+
+def test_remote_url_is_cached_under_root(tree_shards: tuple[Path, Path], tmp_path: Path) -> None:
+    """litdata's ``local:`` scheme takes the remote code path of training (index and chunks copied into the
+    cache). Evaluation reads single items, which litdata fetches by byte range from a real object store only."""
+    _, out = tree_shards
+    local = streaming_dm(out, tmp_path / "unused")
+    remote = streaming_dm(f"local:{out}", tmp_path / "cache")
+    assert remote.class_names == local.class_names and remote.val_set.indices == local.val_set.indices
+    for (a, la), (b, lb) in zip(local.train_dataloader(), remote.train_dataloader(), strict=True):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    assert len(list((tmp_path / "cache").rglob("chunk-*.bin"))) > 2 and not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_training_loader_resumes_mid_epoch_with_the_same_batches(
+    tree_shards: tuple[Path, Path], tmp_path: Path, workers: int
+) -> None:
+    _, out = tree_shards
+    whole = streaming_dm(out, tmp_path, num_workers=workers).train_dataloader()
+    reference = [list(whole), list(whole)]  # two epochs
+    assert len(reference[0]) == 4 and not torch.equal(reference[0][0][0], reference[1][0][0])
+
+    interrupted = streaming_dm(out, tmp_path, num_workers=workers).train_dataloader()
+    iterator = iter(interrupted)
+    head = [next(iterator) for _ in range(3)]
+    state = interrupted.state_dict()
+    del iterator
+    torch.manual_seed(1234)  # a new process: other global random state
+    resumed = streaming_dm(out, tmp_path, num_workers=workers).train_dataloader()
+    resumed.load_state_dict(state)
+    tail = list(resumed)
+    assert len(tail) == 1
+    for epoch, batches in enumerate((head + tail, list(resumed))):
+        for (images, labels), (want_images, want_labels) in zip(batches, reference[epoch], strict=True):
+            assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+
+
+def test_converter_command_from_fashion_mnist_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    images = {"train": rng.integers(0, 256, (30, 28, 28)), "t10k": rng.integers(0, 256, (10, 28, 28))}
+    for split, pixels in images.items():
+        write_idx_gz(tmp_path / f"{split}-images-idx3-ubyte.gz", pixels)
+        write_idx_gz(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.arange(len(pixels)) % 10)
+    overrides = ["data=fashion_mnist", f"data.root={tmp_path}", f"data.system_dir={tmp_path / 'none'}"]
+    assert main([str(tmp_path / "out"), *overrides, "--workers", "1"]) == {"train": 30, "test": 10}
+    printed = capsys.readouterr().out
+    assert f"data=streaming data.input_dir={tmp_path / 'out'} data.in_chans=1 data.image_size=28" in printed
+    shards = litdata.StreamingDataset(str(tmp_path / "out" / "train"))
+    item = shards[5]
+    decoded = np.asarray(Image.open(io.BytesIO(item["image"])))
+    assert np.array_equal(decoded, images["train"][item["source"]])  # lossless PNG
+    dm = streaming_dm(tmp_path / "out", tmp_path / "cache", in_chans=1, image_size=28, model_family="cifar")
+    assert dm.class_names[0] == "T-shirt/top" and next(iter(dm.train_dataloader()))[0].shape == (8, 1, 28, 28)
+    with pytest.raises(SystemExit):
+        main(["s3://bucket/shards", "data=fashion_mnist"])
+
+
+def test_converter_from_a_hugging_face_dataset(tmp_path: Path) -> None:
+    pytest.importorskip("datasets", reason='converting an HF dataset needs the hf extra: pip install -e ".[hf]"')
+    from datamodules.hf import HFDataModule
+
+    hf_dataset(["x", "y"], 10, 4).save_to_disk(str(tmp_path / "saved"))
+    source = HFDataModule(root=str(tmp_path / "cache"), path=str(tmp_path / "saved"))
+    write_shards(source, tmp_path / "out", verbose=False)
+    dm = streaming_dm(tmp_path / "out", tmp_path / "cache")
+    source.setup("fit")
+    assert dm.class_names == ["x", "y"]
+    assert [dm.test_set.dataset[i][0] for i in range(4)] == [source.test_set.dataset[i][0] for i in range(4)]
+
+
+def test_missing_or_foreign_shards_and_missing_extra(
+    tree_shards: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no shards at .*python -m datamodules\.shards"):
+        streaming_dm(tmp_path / "nothing", tmp_path)
+    litdata.optimize(
+        fn=lambda i: {"image": b"x", "label": i},
+        inputs=[0, 1],
+        output_dir=str(tmp_path / "foreign" / "train"),
+        chunk_bytes="1MB",
+        num_workers=1,
+        verbose=False,
+        start_method="fork",
+    )
+    with pytest.raises(ValueError, match=r"not written by `python -m datamodules\.shards`"):
+        streaming_dm(tmp_path / "foreign", tmp_path)
+    monkeypatch.setitem(sys.modules, "litdata", None)
+    with pytest.raises(MissingExtraError, match=r'data=streaming needs .*litdata.*pip install -e "\.\[streaming\]"'):
+        StreamingDataModule(root="", input_dir=str(tree_shards[1]))
+
+
+def test_yaml_keys_are_the_options(tree_shards: tuple[Path, Path], tmp_path: Path) -> None:
+    import hydra
+
+    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": OmegaConf.load(CONF / "streaming.yaml")})
+    cfg.data.input_dir = str(tree_shards[1])
+    dm = hydra.utils.instantiate(cfg.data)
+    assert type(dm).option_names() == set(cfg.data) - {"_target_"} == set(dm.hparams) | {"num_classes"}
+    assert all(isinstance(value, (str, int, float, bool, type(None))) for value in dm.hparams.values())
+    assert StreamingDataModule(root="", input_dir="s3://bucket/shards").input_dir == "s3://bucket/shards"
