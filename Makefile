@@ -3,7 +3,7 @@
 #   make test         set up, then run the test suite
 PY := .venv/bin/python
 
-.PHONY: setup quickstart test lint format summary bench
+.PHONY: setup quickstart test timm-tests lint format summary bench
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,13 @@ quickstart: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# timm's own model tests (tests/test_models.py of the installed timm's sdist, fetched by setup) on every variant;
+# make test runs them on the tiny and CIFAR nets (tests/test_timm_models.py). Add e.g. K=resattn56 for fewer.
+K ?= resattn
+timm-tests: setup
+	cd .timm-tests && PYTHONPATH=$(CURDIR):$(CURDIR)/tests $(CURDIR)/$(PY) -m pytest tests/test_models.py \
+		-p resattn_timm_plugin -p no:cacheprovider -k "$(K)"
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -63,5 +63,11 @@ class AttentionModule(nn.Module):
         return attended.add_(trunk) if self.attention_residual else attended
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_mask(x)[0]
+
+    def forward_with_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The module's output and its soft mask M (for ``forward_intermediates(..., return_masks=True)``)."""
         shared = self.pre(x)
-        return self.post(self.fuse(self.trunk(shared), self.mask(shared)))
+        trunk = self.trunk(shared)
+        mask = self.mask(shared)
+        return self.post(self.fuse(trunk, mask)), mask

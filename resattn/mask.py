@@ -108,10 +108,16 @@ class HourglassMask(nn.Module):
         for down in self.down:
             h = down(self.pool(h))
             bottom_up.append(h)
-        for level in reversed(range(len(self.up))):
+        for level in range(len(self.up) - 1, -1, -1):
             encoder = bottom_up[level]
             # In place on the up-sampled tensor: the up-sampling's backward does not need its output.
-            h = self.up[level](upsample_to(h, encoder).add_(self.skips[level](encoder)))
+            if torch.jit.is_scripting():
+                # TorchScript indexes a ModuleList only with a constant: unrolled over the levels, one matches.
+                for i, (up, skip) in enumerate(zip(self.up, self.skips)):  # noqa: B905 (TorchScript: no strict)
+                    if i == level:
+                        h = up(upsample_to(h, encoder).add_(skip(encoder)))
+            else:
+                h = self.up[level](upsample_to(h, encoder).add_(self.skips[level](encoder)))
         return upsample_to(h, x)
 
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Everything resattn needs on a fresh machine; rerunning it is fast when nothing changed.
 #   1. Fashion-MNIST from Debian's dataset-fashion-mnist (offline data for the quickstart and tests)
-#   2. a virtual environment with the project, its dev tools and the hf and streaming extras, cached by the hash of
-#      pyproject.toml under ~/.cache/resattn (RESATTN_VENV_CACHE) and linked as ./.venv
+#   2. a virtual environment with the project, its dev tools and the export (ONNX), hf and streaming (data=hf,
+#      data=streaming) extras, cached by the hash of pyproject.toml under ~/.cache/resattn (RESATTN_VENV_CACHE)
+#      and linked as ./.venv
+#   3. timm's own model tests (tests/test_models.py of the installed timm's source distribution, from PyPI),
+#      cached under the same folder by timm's version and linked as ./.timm-tests (tests/test_timm_models.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,13 +20,14 @@ if [ ! -f "$fmnist" ]; then
     fi
 fi
 
+cache="${RESATTN_VENV_CACHE:-$HOME/.cache/resattn}"
 hash=$(sha256sum pyproject.toml | cut -c1-16)
-venv="${RESATTN_VENV_CACHE:-$HOME/.cache/resattn}/venv-$hash"
+venv="$cache/venv-$hash"
 if [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e ".[dev,hf,streaming]"
+    "$venv/bin/python" -m pip install -q -e ".[dev,export,hf,streaming]"
     touch "$venv/.complete"
 else
     # A cached environment may come from another clone: point the editable install here.
@@ -34,3 +38,22 @@ if [ -d .venv ] && [ ! -L .venv ]; then
     exit 1
 fi
 ln -sfn "$venv" .venv
+
+timm_version=$("$venv/bin/python" -c "import importlib.metadata as m; print(m.version('timm'))")
+timm_tests="$cache/timm-$timm_version"
+if [ ! -f "$timm_tests/.complete" ]; then
+    download=$(mktemp -d)
+    trap 'rm -rf "$download"' EXIT
+    if ! "$venv/bin/python" -m pip download -q --no-deps --no-binary :all: "timm==$timm_version" -d "$download" \
+        || ! tar -xzf "$download/timm-$timm_version.tar.gz" -C "$download" \
+            "timm-$timm_version/PKG-INFO" "timm-$timm_version/pyproject.toml" "timm-$timm_version/tests"; then
+        echo "error: could not fetch timm $timm_version's source distribution from PyPI (pip download timm==$timm_version" >&2
+        echo "  --no-binary :all:); make test runs its tests/test_models.py on resattn's networks. Run this set-up" >&2
+        echo "  once with network access: it is cached in $timm_tests and works offline afterwards." >&2
+        exit 1
+    fi
+    rm -rf "$timm_tests"
+    mv "$download/timm-$timm_version" "$timm_tests"
+    touch "$timm_tests/.complete"
+fi
+ln -sfn "$timm_tests" .timm-tests

@@ -342,8 +342,31 @@ def test_wrong_channel_count_names_both_counts() -> None:
     net = ResidualAttentionNet("resattn_tiny_cifar").eval()
     with pytest.raises(ValueError, match=r"expected 3 input channel\(s\), got 1"):
         net(torch.randn(1, 1, 32, 32))
-    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\), got a tensor of shape \(3, 32, 32\)"):
         net(torch.randn(3, 32, 32))
+
+
+def test_scripted_and_traced_networks_keep_the_input_checks() -> None:
+    """TorchScript and FX (timm's marks its checks so that FX records them as one call) keep the same messages;
+    the outputs stay those of the eager network."""
+    net = ResidualAttentionNet("resattn_tiny").eval()
+    scripted, traced = torch.jit.script(net), torch.fx.symbolic_trace(net)
+    x = torch.randn(2, 3, 33, 40)
+    with torch.no_grad():
+        expected = net(x)
+        torch.testing.assert_close(scripted(x), expected, rtol=0, atol=0)
+        torch.testing.assert_close(traced(x), expected, rtol=0, atol=0)
+    bad = [
+        (torch.randn(1, 3, 30, 64), r"input of size \(30, 64\) is too small: .* at least 31x31 pixels"),
+        (torch.randn(1, 1, 40, 40), r"expected 3 input channel\(s\), got 1 \(input shape \(1, 1, 40, 40\)\)"),
+        (torch.randn(3, 40, 40), r"\(N, C, H, W\), got a tensor of shape \(3, 40, 40\)"),
+    ]
+    for image, message in bad:
+        for model in (net, traced):
+            with pytest.raises(ValueError, match=message):
+                model(image)
+        with pytest.raises(torch.jit.Error, match=f"ValueError: .*{message}"):
+            scripted(image)
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,61 @@ def test_reset_classifier_and_forward_head() -> None:
         net.reset_classifier(5, global_pool="max")
 
 
+def test_global_pool_empty_leaves_the_features_unpooled() -> None:
+    """timm's contract: ``global_pool=""`` (with no classifier) returns the unpooled feature maps."""
+    net = timm.create_model("resattn_tiny_cifar").eval()
+    x = torch.randn(2, 3, 16, 12)
+    with torch.no_grad():
+        features = net.forward_features(x)
+        net.reset_classifier(0, "")
+        torch.testing.assert_close(net(x), features)
+        torch.testing.assert_close(net.forward_head(features, pre_logits=True), features)
+        net.reset_classifier(0)  # None keeps the pooling
+        assert net(x).ndim == 4
+        net.reset_classifier(3)  # a classifier needs pooled features: average pooling is back
+        assert net(x).shape == (2, 3) and net.head.global_pool == "avg"
+        unpooled = timm.create_model("resattn_tiny_cifar", num_classes=0, global_pool="").eval()
+        assert unpooled(x).shape == features.shape
+    with pytest.raises(ValueError, match=r"global_pool='' keeps the feature maps unpooled, so it needs num_classes=0"):
+        net.reset_classifier(3, "")
+    with pytest.raises(ValueError, match="needs num_classes=0"):
+        timm.create_model("resattn_tiny_cifar", global_pool="")
+
+
+def test_device_and_dtype_at_creation_and_on_reset() -> None:
+    meta = timm.create_model("resattn_tiny", device="meta", dtype=torch.float64)
+    tensors = dict(meta.named_parameters()) | dict(meta.named_buffers())
+    assert all(t.device.type == "meta" for t in tensors.values())
+    assert {t.dtype for t in tensors.values()} == {torch.float64, torch.long}  # long: BN's batch counters
+    meta.eval().reset_classifier(7)
+    fc = meta.get_classifier()
+    assert fc.weight.device.type == "meta" and fc.weight.dtype == torch.float64 and not fc.training
+    # the same structure as on the CPU
+    cpu = timm.create_model("resattn_tiny")
+    assert {k: v.shape for k, v in cpu.state_dict().items() if not k.startswith("head")} == {
+        k: v.shape for k, v in meta.state_dict().items() if not k.startswith("head")
+    }
+
+
+def test_group_matcher_orders_units_and_modules_as_they_run() -> None:
+    from timm.models._manipulate import group_parameters
+
+    net = timm.create_model("resattn92_cifar", device="meta")
+    coarse = group_parameters(net, net.group_matcher(coarse=True))
+    assert len(coarse) == 1 + 3 + 1  # stem, the stages, then norm and head
+    fine = group_parameters(net, net.group_matcher())
+    firsts = [".".join(names[0].split(".")[:4]) for names in fine.values()]
+    assert firsts[:6] == [
+        "stem.conv.weight",
+        "stages.0.units_before.0",
+        "stages.0.attention.0",
+        "stages.0.attention.1",
+        "stages.0.units_after.0",
+        "stages.1.units_before.0",
+    ]
+    assert len(fine) == 1 + 3 * (1 + 2 + 1) + 1
+
+
 def test_grad_checkpointing_gives_the_same_output_and_gradients() -> None:
     plain = timm.create_model("resattn_tiny_cifar").train()
     ckpt = copy.deepcopy(plain)
