@@ -19,7 +19,7 @@ test: setup
 K ?= resattn
 timm-tests: setup
 	cd .timm-tests && PYTHONPATH=$(CURDIR):$(CURDIR)/tests $(CURDIR)/$(PY) -m pytest tests/test_models.py \
-		-p resattn_timm_plugin -p no:cacheprovider -k "$(K)"
+		$(CURDIR)/tests/timm_feature_contract.py -p resattn_timm_plugin -p no:cacheprovider -k "$(K)"
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -46,7 +46,8 @@ def timm_tests_version() -> str | None:
 def run_timm_tests(keyword: str, junit: Path) -> subprocess.CompletedProcess:
     """timm's ``tests/test_models.py -k keyword`` in its own process, results written to ``junit``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    command = [sys.executable, "-m", "pytest", "tests/test_models.py", "-p", "resattn_timm_plugin"]
+    command = [sys.executable, "-m", "pytest", "tests/test_models.py", str(ROOT / "tests" / "timm_feature_contract.py")]
+    command += ["-p", "resattn_timm_plugin"]
     command += ["-p", "no:cacheprovider", "-q", "-k", keyword, f"--junitxml={junit}"]
     return subprocess.run(command, cwd=TIMM_TESTS, env=env, capture_output=True, text=True, timeout=1800)
 
@@ -56,7 +57,7 @@ def outcomes(junit: Path) -> dict[str, dict[str, str]]:
     results: dict[str, dict[str, str]] = defaultdict(dict)
     for case in ET.parse(junit).iter("testcase"):
         family, params = case.get("name").rstrip("]").split("[", 1)
-        model = params.split("-", 1)[1]
+        model = next(p for p in params.split("-") if p.startswith("resattn"))
         failed = case.find("failure") is not None or case.find("error") is not None
         results[family][model] = "failed" if failed else "skipped" if case.find("skipped") is not None else "passed"
     return results
@@ -82,6 +83,8 @@ def test_timm_model_tests_pass_on_the_small_variants(tmp_path: Path) -> None:
     assert not bad and proc.returncode == 0, "\n".join([*bad, proc.stdout[-5000:]])
     tested = {model.split(".")[0] for by_model in results.values() for model in by_model}
     assert tested == set(SMALL_VARIANTS)
-    # each variant went through the same families, at least the eight timm's file had when this was written
+    # each variant went through the same families: at least the eight timm's file had when this was written, and
+    # the three intermediate-feature tests it keeps for timm's own modules (timm_feature_contract.py)
     families = {family for family, by_model in results.items() if set(SMALL_VARIANTS) <= set(by_model)}
-    assert families == set(results) and len(families) >= 8, summary
+    assert families == set(results) and len(families) >= 11, summary
+    assert {"test_model_forward_intermediates", "test_prune_intermediate_layers_contract"} <= families
