@@ -22,7 +22,8 @@ import yaml
 from hydra.errors import HydraException
 
 from analysis.run_data import load_datamodule, run_directory
-from lightning_modules.checkpoint_loading import CheckpointError, load_classifier
+from lightning_modules.checkpoint_loading import load_classifier
+from resattn.checkpoints import CheckpointError
 from resattn.pretrained import SHIPPED, Weights
 
 TAG = re.compile(r"[a-z0-9_]+")

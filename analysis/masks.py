@@ -22,8 +22,9 @@ from pathlib import Path
 from hydra.errors import HydraException
 
 from analysis.run_data import default_output, file_images, load_datamodule, split_images
-from lightning_modules.checkpoint_loading import CheckpointError, load_classifier
+from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.mask_plots import mask_figure, mask_heatmaps, save_figure
+from resattn.checkpoints import CheckpointError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -30,8 +30,9 @@ from torch import nn
 
 import resattn
 from analysis.run_data import default_output, load_datamodule, split_images
-from lightning_modules.checkpoint_loading import CheckpointError, load_classifier
+from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.classifier import build_network
+from resattn.checkpoints import CheckpointError
 
 
 @dataclass(frozen=True)

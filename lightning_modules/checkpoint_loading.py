@@ -1,70 +1,20 @@
-"""Safe checkpoint loading with errors that say what is wrong.
-
-Checkpoints are read with ``torch.load(weights_only=True)``: a file that needs arbitrary code to
-unpickle (a possible attack) is refused instead of executed.
-"""
+"""Training checkpoints and pretrained tags as ImageClassifiers, checked against the run that wants them, with
+errors that name both sides. Reading the files safely is :mod:`resattn.checkpoints`' job."""
 
 from __future__ import annotations
 
-import pickle
-import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 
 from lightning_modules.classifier import ImageClassifier
 from resattn import pretrained
+from resattn.checkpoints import CheckpointError, current_hparams, read_checkpoint
 
 # The hyper-parameters that decide the network's structure, i.e. whether its weights fit.
 NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "net")
-# Checkpoints written before the network's options became one `net` node kept them in two.
-LEGACY_NET_HPARAMS = ("model_kwargs", "variant_overrides")
-
-
-def current_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """``hparams`` of an ImageClassifier checkpoint in today's form (older ones: ``net`` from the two old keys)."""
-    upgraded = {k: v for k, v in hparams.items() if k not in LEGACY_NET_HPARAMS}
-    legacy = [hparams[k] or {} for k in LEGACY_NET_HPARAMS if k in hparams]
-    if legacy:
-        upgraded["net"] = {**{k: v for part in legacy for k, v in part.items()}, **(hparams.get("net") or {})}
-    return upgraded
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: unreadable, unsafe, or not matching the requested setup."""
-
-
-def read_checkpoint(path: str | Path, *, lazy: bool = False) -> dict[str, Any]:
-    """Load a checkpoint dict safely (tensors and plain containers only).
-
-    ``lazy`` maps the tensors instead of reading them (``mmap``): a cheap check of a large file's integrity,
-    safety and hyper-parameters before Lightning loads it for real.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=lazy)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+)", str(err))
-        what = f"it would import and call {found[1]}" if found else "it holds objects that would run code"
-        raise CheckpointError(
-            f"refusing to load {path}: {what} when unpickled, and only tensors and plain containers are accepted. "
-            "Checkpoints written by train.py never need that; a file that does was made by other code and may be "
-            "an attack. Use a checkpoint written by train.py, or re-save the weights as a plain state dict"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: it is truncated or not a PyTorch checkpoint "
-            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
-    return checkpoint
 
 
 def describe_network(hparams: Mapping[str, Any]) -> str:

@@ -31,6 +31,7 @@ import torch.fx.experimental._config as fx_config
 from torch import nn
 from torch.export import Dim, ExportedProgram
 
+from resattn.checkpoints import network_from_file
 from resattn.net import ResidualAttentionNet
 
 FORMATS = ("onnx", "torch-export")
@@ -39,36 +40,16 @@ FORMATS = ("onnx", "torch-export")
 def load_network(
     variant: str | None = None, checkpoint: str | Path | None = None, pretrained: bool = False, **options: Any
 ) -> ResidualAttentionNet:
-    """The network to export, in eval mode: ``variant`` (a timm name, optionally ``.tag``) with ``options``
-    for ``timm.create_model``, and the weights of ``checkpoint`` (a Lightning ``.ckpt`` or a state dict).
-
-    A Lightning checkpoint supplies the variant, class count, input channels and network options it was trained
-    with; a state dict supplies the class count and input channels (from the classifier and the first conv).
-    """
-    state = None
+    """The network to export, in eval mode: the weights of ``checkpoint`` (see
+    :func:`resattn.checkpoints.network_from_file`), else ``variant`` (a timm name, optionally ``.tag``) fresh or
+    ``pretrained``; ``options`` go to ``timm.create_model``."""
     if checkpoint is not None:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if "state_dict" in saved:  # Lightning: the network is the module's ``net``
-            hparams = saved.get("hyper_parameters", {})
-            variant = variant or hparams.get("arch")
-            options = {
-                "num_classes": hparams.get("num_classes"),
-                "in_chans": hparams.get("in_chans"),
-                **dict(hparams.get("net") or {}),
-                **options,
-            }
-            state = {k.removeprefix("net."): v for k, v in saved["state_dict"].items() if k.startswith("net.")}
-        else:
-            state = saved
-            fc = state.get("head.fc.weight")
-            num_classes = 0 if fc is None else fc.shape[0]
-            options = {"num_classes": num_classes, "in_chans": state["stem.conv.weight"].shape[1], **options}
+        if pretrained:
+            raise ValueError("give either --checkpoint or --pretrained: both name the weights")
+        return network_from_file(checkpoint, variant, **options)
     if variant is None:
-        raise ValueError("name the variant to export (e.g. resattn56), or give a Lightning checkpoint that names it")
-    net = timm.create_model(variant, pretrained=pretrained, **{k: v for k, v in options.items() if v is not None})
-    if state is not None:
-        net.load_state_dict(state)
-    return net.eval()
+        raise ValueError("name the variant to export (e.g. resattn56), or give a checkpoint that names it")
+    return timm.create_model(variant, pretrained=pretrained, **options).eval()
 
 
 def dynamic_shapes() -> dict[str, dict[int, Any]]:
@@ -158,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         net = load_network(args.variant, args.checkpoint, args.pretrained)
-    except (ValueError, KeyError, RuntimeError, FileNotFoundError) as err:
+    except (ValueError, RuntimeError, OSError) as err:
         parser.error(str(err))
     height, width = args.size or net.pretrained_cfg["input_size"][-2:]
     example = torch.randn(2, net.in_chans, height, width)
@@ -166,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.format == "torch-export":
         torch.export.save(program, args.out)
-        run = program.module()
+        run = program.module() if args.check else None
     else:
         export_onnx(program, args.out)
         run = onnx_runner(args.out) if args.check else None

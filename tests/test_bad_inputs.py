@@ -14,8 +14,8 @@ from torchvision.datasets import CIFAR10, FashionMNIST
 
 from datamodules.base import DataDownloadError
 from lightning_modules import ImageClassifier
-from lightning_modules.checkpoint_loading import CheckpointError
 from lightning_modules.tasks import evaluate, train
+from resattn.checkpoints import CheckpointError
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: the connection is refused at once, as without network
 

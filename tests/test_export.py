@@ -16,6 +16,7 @@ import timm
 import torch
 from torch import nn
 
+from resattn.checkpoints import CheckpointError
 from resattn.export import check_sizes, export_onnx, export_program, load_network, main, max_abs_diff, onnx_runner
 
 # (variant, example input (N, C, H, W), (batch, height, width) to compare at, the odd size among them)
@@ -113,7 +114,7 @@ def test_load_network_from_a_lightning_checkpoint_and_a_state_dict(tmp_path: Pat
         from_state = load_network("resattn_tiny_cifar", tmp_path / "weights.pth", mask_type="spatial")
         torch.testing.assert_close(from_state(x), expected, rtol=0, atol=0)
     assert not from_lightning.training and from_state.get_classifier().out_features == 4
-    with pytest.raises(ValueError, match="name the variant"):
+    with pytest.raises(ValueError, match="a plain state dict: name its variant"):
         load_network(checkpoint=tmp_path / "weights.pth")
 
 
@@ -127,3 +128,52 @@ def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     diffs = [float(line.split("= ")[1].split()[0]) for line in printed.splitlines() if "max |exported" in line]
     assert len(diffs) == 2 and max(diffs) < 1e-3
     assert "batch 1, 31x19" in printed  # the odd, non-square size
+
+
+def test_load_network_reads_old_checkpoints_and_refuses_bad_files(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    source = timm.create_model("resattn_tiny_cifar", num_classes=4, in_chans=1, mask_type="channel").eval()
+    weights = {f"net.{k}": v for k, v in source.state_dict().items()}
+    legacy = {  # hyper-parameters as checkpoints wrote them before the network's options became one `net` node
+        "arch": "resattn_tiny_cifar",
+        "num_classes": 4,
+        "in_chans": 1,
+        "model_kwargs": {"mask_type": "channel"},
+        "variant_overrides": {},
+    }
+    torch.save({"state_dict": weights, "hyper_parameters": legacy}, tmp_path / "old.ckpt")
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(load_network(checkpoint=tmp_path / "old.ckpt")(x), source(x), rtol=0, atol=0)
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((tmp_path / "old.ckpt").read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
+        load_network(checkpoint=truncated)
+
+    class Exploit:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "pwned",))
+
+    torch.save({"state_dict": {}, "payload": Exploit()}, tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match=r"refusing to load .*evil.ckpt: it would import and call"):
+        load_network(checkpoint=tmp_path / "evil.ckpt")
+    assert not (tmp_path / "pwned").exists()
+
+    torch.save({"optimizer": {}}, tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"neither a training checkpoint .* nor a network's state dict"):
+        load_network(checkpoint=tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"does not fit resattn_tiny_cifar .*'in_chans': 3.*stem\.conv\.weight"):
+        load_network(checkpoint=tmp_path / "old.ckpt", in_chans=3)
+    with pytest.raises(ValueError, match="either --checkpoint or --pretrained"):
+        load_network(checkpoint=tmp_path / "old.ckpt", pretrained=True)
+
+
+def test_export_command_reports_a_damaged_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(SystemExit) as stop:
+        main(["--checkpoint", str(damaged), "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
+    assert stop.value.code == 2
+    assert f"cannot read checkpoint {damaged}: it is truncated" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()

@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules import ImageClassifier, NonFiniteLossError
 from lightning_modules.callbacks import LastCheckpoint
-from lightning_modules.checkpoint_loading import CheckpointError, load_classifier, read_checkpoint
+from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.optim import build_optimizer, build_scheduler
+from resattn.checkpoints import CheckpointError, read_checkpoint
 from tests.conftest import compose_config, quiet_trainer
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
