@@ -3,7 +3,7 @@
 #   make test         set up, then run the test suite
 PY := .venv/bin/python
 
-.PHONY: setup quickstart test timm-tests lint format summary bench
+.PHONY: setup quickstart test timm-tests lint format summary bench results
 
 setup:
 	@bash scripts/setup.sh
@@ -32,3 +32,12 @@ summary: setup
 
 bench: setup
 	$(PY) -m pip install -q -e ".[bench]" && $(PY) -m benchmarks.run
+
+# RESULTS.md from the three Fashion-MNIST runs (hours each on a CPU; rerunning resumes each where it stopped and only
+# reports a finished one), then the trained Attention-56 as the pretrained tag resattn56_cifar.fmnist.
+results: setup
+	$(PY) train.py -m experiment=fmnist
+	$(PY) train.py -m experiment=fmnist attention=nal
+	$(PY) train.py -m experiment=fmnist model=resnet101
+	$(PY) -m analysis.results fmnist --output RESULTS.md
+	$(PY) -m analysis.export_weights "logs/fmnist/multiruns/experiment:fmnist+seed:0" --tag fmnist

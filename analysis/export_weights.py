@@ -1,6 +1,9 @@
 """Export a trained network as a timm pretrained tag (see :mod:`resattn.pretrained`):
 
-    python -m analysis.export_weights <run>/checkpoints/best-*.ckpt --tag fmnist [--out resattn/weights]
+    python -m analysis.export_weights <run> --tag fmnist [--out resattn/weights]
+    python -m analysis.export_weights <run>/checkpoints/<file>.ckpt --tag fmnist
+
+A run directory stands for the best checkpoint of its finished training (recorded in its ``run.json``).
 
 Writes ``<variant>.<tag>.pth`` (the network's weights, float32) and ``<variant>.<tag>.json`` (input size, the mean and
 std of the run's training split, class names, network options, test top-1 and the command that trained it), after
@@ -43,6 +46,23 @@ def _provenance(ckpt: Path) -> tuple[float | None, str]:
     return metrics.get("test/acc1"), f"{command} ({run.name}/checkpoints/{ckpt.name})".strip()
 
 
+def finished_best_checkpoint(run: Path) -> Path:
+    """The best checkpoint that the finished training in ``run`` recorded; an unfinished run is an error."""
+    record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else None
+    if record is None:
+        raise FileNotFoundError(f"{run} is not a run directory of train.py (no run.json)")
+    best = (record.get("finished") or {}).get("best_checkpoint")
+    if best is None:
+        raise ValueError(
+            f"{run} has not finished its training and test, so it has no final best checkpoint: rerun its command "
+            "to finish it, or name one of its checkpoints"
+        )
+    path = Path(best) if Path(best).is_absolute() else run / "checkpoints" / Path(best).name
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}'s best checkpoint {path} does not exist")
+    return path
+
+
 def export(ckpt: Path, tag: str, out: Path) -> Weights:
     """Write the tag's two files into ``out`` and return its description."""
     if not TAG.fullmatch(tag):
@@ -72,14 +92,17 @@ def export(ckpt: Path, tag: str, out: Path) -> Weights:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.export_weights", description=__doc__.split("\n\n")[0])
-    parser.add_argument("ckpt", help="a checkpoint written by train.py (<run>/checkpoints/*.ckpt)")
+    parser.add_argument("ckpt", help="a finished run directory, or a checkpoint in <run>/checkpoints/")
     parser.add_argument("--tag", required=True, help="the tag, e.g. fmnist: <variant>.<tag>")
     parser.add_argument("--out", default=str(SHIPPED), help=f"folder for the two files (default: {SHIPPED})")
     args = parser.parse_args(argv)
     try:
-        if not Path(args.ckpt).is_file():
+        ckpt = Path(args.ckpt)
+        if ckpt.is_dir():
+            ckpt = finished_best_checkpoint(ckpt)
+        elif not ckpt.is_file():
             raise FileNotFoundError(f"checkpoint {args.ckpt} does not exist")
-        weights = export(Path(args.ckpt), args.tag, Path(args.out))
+        weights = export(ckpt, args.tag, Path(args.out))
     except (ValueError, OSError, CheckpointError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

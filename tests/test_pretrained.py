@@ -53,6 +53,17 @@ def test_exported_weights_load_through_timm_and_eval(trained: Path, tmp_path: Pa
     assert described["input_size"] == [3, 16, 16] and described["label_names"][:2] == ["class_0", "class_1"]
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     assert described["source"].startswith("python train.py " + " ".join(overrides))
+    assert export_main([str(run), "--tag", "from_run", "--out", str(weights_dir)]) == 0  # the run's best checkpoint
+    from_run = json.loads((weights_dir / "resattn_tiny_cifar.from_run.json").read_text())
+    assert from_run["source"] == described["source"]
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            torch.load(weights_dir / "resattn_tiny_cifar.smoke.pth").values(),
+            torch.load(weights_dir / "resattn_tiny_cifar.from_run.pth").values(),
+            strict=True,
+        )
+    )
 
     images = tmp_path / "images.pt"
     batch = torch.randn(4, 3, 16, 16)
@@ -87,3 +98,15 @@ def test_eval_needs_one_source_and_names_the_tags(tmp_path: Path) -> None:
     assert "eval.py needs exactly one of ckpt_path=" in proc.stderr and "pretrained=<variant>.<tag>" in proc.stderr
     proc = run_script("eval.py", "pretrained=resattn56_cifar.nope", *DATA, cwd=tmp_path, check=False)
     assert "unknown pretrained weights 'resattn56_cifar.nope'; available:" in proc.stderr
+
+
+def test_export_of_an_unfinished_run_says_how_to_finish_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert export_main([str(tmp_path), "--tag", "x", "--out", str(tmp_path / "w")]) == 1
+    assert "is not a run directory of train.py (no run.json)" in capsys.readouterr().err
+    (run / "run.json").write_text(json.dumps({"wandb_id": "abc"}))
+    assert export_main([str(run), "--tag", "x", "--out", str(tmp_path / "w")]) == 1
+    assert "has not finished its training and test" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
