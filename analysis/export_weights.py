@@ -26,6 +26,7 @@ from hydra.errors import HydraException
 
 from analysis.run_data import load_datamodule, run_directory
 from lightning_modules.checkpoint_loading import load_classifier
+from lightning_modules.run_directory import RunDirectory
 from resattn.checkpoints import CheckpointError
 from resattn.pretrained import SHIPPED, Weights
 
@@ -37,8 +38,7 @@ def _provenance(ckpt: Path) -> tuple[float | None, str]:
     run = run_directory(ckpt)
     if run is None:
         return None, f"checkpoint {ckpt.name}"
-    record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-    metrics = (record.get("finished") or {}).get("metrics", {})
+    metrics = (RunDirectory(run).read_record().get("finished") or {}).get("metrics", {})
     overrides = run / ".hydra" / "overrides.yaml"
     command = ""
     if overrides.is_file():
@@ -48,10 +48,10 @@ def _provenance(ckpt: Path) -> tuple[float | None, str]:
 
 def finished_best_checkpoint(run: Path) -> Path:
     """The best checkpoint that the finished training in ``run`` recorded; an unfinished run is an error."""
-    record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else None
-    if record is None:
+    directory = RunDirectory(run)
+    if not directory.record_path.is_file():
         raise FileNotFoundError(f"{run} is not a run directory of train.py (no run.json)")
-    best = (record.get("finished") or {}).get("best_checkpoint")
+    best = (directory.read_record().get("finished") or {}).get("best_checkpoint")
     if best is None:
         raise ValueError(
             f"{run} has not finished its training and test, so it has no final best checkpoint: rerun its command "
