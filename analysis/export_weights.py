@@ -47,7 +47,8 @@ def _provenance(ckpt: Path) -> tuple[float | None, str]:
 
 
 def finished_best_checkpoint(run: Path) -> Path:
-    """The best checkpoint that the finished training in ``run`` recorded; an unfinished run is an error."""
+    """The best checkpoint that the finished training in ``run`` recorded, in ``run``'s own ``checkpoints/`` (its
+    ``run.json`` holds the path where it was trained); an unfinished run is an error."""
     directory = RunDirectory(run)
     if not directory.record_path.is_file():
         raise FileNotFoundError(f"{run} is not a run directory of train.py (no run.json)")
@@ -57,7 +58,7 @@ def finished_best_checkpoint(run: Path) -> Path:
             f"{run} has not finished its training and test, so it has no final best checkpoint: rerun its command "
             "to finish it, or name one of its checkpoints"
         )
-    path = Path(best) if Path(best).is_absolute() else run / "checkpoints" / Path(best).name
+    path = run / "checkpoints" / Path(best).name  # by name: the run directory may have been moved or copied
     if not path.is_file():
         raise FileNotFoundError(f"{run}'s best checkpoint {path} does not exist")
     return path

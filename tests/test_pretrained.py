@@ -4,6 +4,7 @@ eval.py without a checkpoint."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,13 +57,15 @@ def test_exported_weights_load_through_timm_and_eval(trained: Path, tmp_path: Pa
     assert export_main([str(run), "--tag", "from_run", "--out", str(weights_dir)]) == 0  # the run's best checkpoint
     from_run = json.loads((weights_dir / "resattn_tiny_cifar.from_run.json").read_text())
     assert from_run["source"] == described["source"]
+    # a run directory copied from another machine: run.json's path is not here, its own checkpoints/ are used
+    moved = shutil.copytree(run, tmp_path / "moved")
+    record = json.loads((moved / "run.json").read_text())
+    record["finished"]["best_checkpoint"] = f"/elsewhere/checkpoints/{trained.name}"
+    (moved / "run.json").write_text(json.dumps(record))
+    assert export_main([str(moved), "--tag", "moved", "--out", str(weights_dir)]) == 0
+    exported = [torch.load(weights_dir / f"resattn_tiny_cifar.{tag}.pth") for tag in ("smoke", "from_run", "moved")]
     assert all(
-        torch.equal(a, b)
-        for a, b in zip(
-            torch.load(weights_dir / "resattn_tiny_cifar.smoke.pth").values(),
-            torch.load(weights_dir / "resattn_tiny_cifar.from_run.pth").values(),
-            strict=True,
-        )
+        torch.equal(a, b) for other in exported[1:] for a, b in zip(exported[0].values(), other.values(), strict=True)
     )
 
     images = tmp_path / "images.pt"
