@@ -4,16 +4,19 @@ recipe and sweep from its experiment file (``conf/experiment/<table>.yaml``), co
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from lightning_modules.classifier import build_network
 from lightning_modules.config_resolvers import register_resolvers
 
 TABLES_FILE = Path(__file__).with_name("tables.yaml")
@@ -161,3 +164,17 @@ def sweep(table: Table) -> dict[str, str]:
     """The grid the experiment file sweeps (``hydra.sweeper.params``): override key -> comma-separated values."""
     params = OmegaConf.select(experiment_config(table.task_name), "hydra.sweeper.params") or {}
     return {str(key): str(value) for key, value in params.items()}
+
+
+@cache
+def command_params(command: str) -> int:
+    """The parameter count of the network that a row's ``python train.py [-m] <overrides>`` command trains, built
+    on the meta device (no memory, no weights): what the table shows before that row has a run."""
+    overrides = [word for word in shlex.split(command)[2:] if not word.startswith("-")]
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    with torch.device("meta"):
+        network = build_network(cfg.model.arch, cfg.data.num_classes, cfg.data.in_chans, net)
+    return sum(p.numel() for p in network.parameters())

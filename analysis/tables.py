@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.runs import Run, collect_runs
-from analysis.table_specs import Column, Row, Table, get_table, recipe
+from analysis.table_specs import Column, Row, Table, command_params, get_table, recipe
 
 TAG_NOTE = (
     "Paper numbers: PAPER.md §6; untagged = stated in the paper, (unverified) = recalled from the paper, check "
@@ -125,6 +125,8 @@ def recipe_deviations(table: Table, runs: Sequence[Run]) -> list[str]:
 def _params_text(table: Table, row: Row, runs: Sequence[Run]) -> str:
     paper = str(row.paper_params_m) if row.paper_params_m is not None else "—"
     found = sorted({run.params for run in runs if run.params is not None and _matches(run.values, row.match)})
+    if not found and row.command:
+        found = [command_params(row.command)]
     ours = "/".join(f"{p / 1e6:.2f}" for p in found) if found and row.match else ("?" if row.match else "—")
     return f"{ours} / {paper}" if table.has_paper_numbers else ours
 
