@@ -39,10 +39,15 @@ def _provenance(ckpt: Path) -> tuple[float | None, str]:
     if run is None:
         return None, f"checkpoint {ckpt.name}"
     metrics = (RunDirectory(run).read_record().get("finished") or {}).get("metrics", {})
-    overrides = run / ".hydra" / "overrides.yaml"
+    overrides, hydra = run / ".hydra" / "overrides.yaml", run / ".hydra" / "hydra.yaml"
     command = ""
     if overrides.is_file():
-        command = "python train.py " + " ".join(yaml.safe_load(overrides.read_text()) or [])
+        # a multirun job's own command is a multirun too: it lands in (and resumes or reports) this same directory
+        multirun = (
+            hydra.is_file() and (yaml.safe_load(hydra.read_text()) or {}).get("hydra", {}).get("mode") == "MULTIRUN"
+        )
+        words = ["python", "train.py", *(["-m"] if multirun else []), *(yaml.safe_load(overrides.read_text()) or [])]
+        command = " ".join(words)
     return metrics.get("test/acc1"), f"{command} ({run.name}/checkpoints/{ckpt.name})".strip()
 
 

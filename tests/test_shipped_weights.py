@@ -1,0 +1,66 @@
+"""The trained weights shipped with the package (resattn/weights/): they load through timm offline, like any timm
+pretrained tag, and reproduce the test top-1 recorded with them (RESULTS.md's) on Fashion-MNIST's test images
+(Debian's dataset-fashion-mnist): a slice read by hand and normalised by the tag's own config, and the full 10,000
+through eval.py."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import run_script
+
+from datamodules.fashion_mnist import DEBIAN_DIR
+from resattn import pretrained
+
+SHIPPED_TAG = "resattn56_cifar.fmnist"
+SLICE = 1000
+
+
+def read_idx(name: str, header: int) -> np.ndarray:
+    """An IDX file of Debian's package as raw bytes after its header (16 bytes for images, 8 for labels)."""
+    return np.frombuffer(gzip.decompress((Path(DEBIAN_DIR) / f"{name}.gz").read_bytes()), np.uint8, offset=header)
+
+
+def test_the_fashion_mnist_tag_is_shipped_and_loads_through_timm() -> None:
+    weights = pretrained.find(SHIPPED_TAG)
+    assert weights.file.parent == pretrained.SHIPPED
+    assert SHIPPED_TAG in timm.list_pretrained("resattn*")
+    net = timm.create_model(SHIPPED_TAG, pretrained=True)
+    cfg = net.pretrained_cfg
+    assert cfg["num_classes"] == 10 and tuple(cfg["input_size"]) == (1, 28, 28)
+    assert cfg["label_names"][0] == "T-shirt/top" and len(cfg["label_names"]) == 10
+    assert weights.source.startswith("python train.py -m ") and "experiment=fmnist" in weights.source
+    assert weights.test_top1 is not None
+
+
+def test_the_fashion_mnist_tag_classifies_a_test_slice_as_well_as_it_claims() -> None:
+    """The first 1,000 test images, normalised by the mean/std timm resolves from the tag: top-1 within 2 points
+    of the recorded full-test accuracy (3 standard errors of a 1,000-image estimate at 95 %), so wrong weights,
+    statistics or layout fail while the slice's sampling error does not."""
+    weights = pretrained.find(SHIPPED_TAG)
+    net = timm.create_model(SHIPPED_TAG, pretrained=True).eval()
+    config = timm.data.resolve_data_config(model=net)
+    images = torch.from_numpy(read_idx("t10k-images-idx3-ubyte", 16)[: SLICE * 784].copy()).view(SLICE, 1, 28, 28)
+    labels = torch.from_numpy(read_idx("t10k-labels-idx1-ubyte", 8)[:SLICE].astype(np.int64))
+    mean = torch.tensor(config["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(config["std"]).view(1, -1, 1, 1)
+    with torch.no_grad():
+        predicted = net((images.float() / 255 - mean) / std).argmax(1)
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy == pytest.approx(weights.test_top1, abs=0.02)
+
+
+@pytest.mark.slow
+def test_the_fashion_mnist_tag_reproduces_its_test_accuracy_through_eval(tmp_path: Path) -> None:
+    weights = pretrained.find(SHIPPED_TAG)
+    run_script("eval.py", f"pretrained={SHIPPED_TAG}", "data=fashion_mnist", "logger=csv", cwd=tmp_path, timeout=600)
+    (written,) = (tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json")
+    result = json.loads(written.read_text())["sizes"]["28"]
+    # bf16 autocast on a CPU is deterministic for a fixed thread count; one image either way covers another count.
+    assert result["test/acc1"] == pytest.approx(weights.test_top1, abs=1.01e-4)
