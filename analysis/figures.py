@@ -1,18 +1,21 @@
-"""The figures of a results document: learning curves of a table's runs (from their CSV logs) and the attention-mask
-grid of its best attention network (from its best checkpoint)."""
+"""The figures of a results document: learning curves of a table's runs (from their CSV logs), the attention-mask grid
+and mask statistics of its best attention network (from its best checkpoint)."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from analysis.run_data import load_datamodule, split_images
 from analysis.runs import Run, csv_folders
 from analysis.table_specs import Table
 from analysis.tables import matching_runs
+from datamodules.base import ImageDataModule
+from lightning_modules import ImageClassifier
 from lightning_modules.checkpoint_loading import load_classifier
-from lightning_modules.mask_plots import mask_figure, mask_heatmaps, save_figure
+from lightning_modules.mask_plots import mask_figure, mask_heatmaps, mask_statistics, module_label, save_figure
 
 CURVES = (("loss", "train/loss", "val/loss"), ("top-1", "train/acc1", "val/acc1"))
 
@@ -82,9 +85,18 @@ def best_attention_checkpoint(table: Table, runs: Sequence[Run]) -> Path | None:
     return None
 
 
-def plot_masks(table: Table, runs: Sequence[Run], path: Path, num_images: int = 8) -> Path | None:
-    """The attention-mask grid of :func:`best_attention_checkpoint` over the first test images of its own data; None
-    when no checkpoint is found or its network has no attention modules."""
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """The table's best attention network (:func:`best_attention_checkpoint`), loaded, with its run's own data."""
+
+    checkpoint: Path
+    model: ImageClassifier
+    datamodule: ImageDataModule
+
+
+def best_attention_network(table: Table, runs: Sequence[Run]) -> TrainedNetwork | None:
+    """:func:`best_attention_checkpoint` in eval mode with its data; None when there is none or its network has no
+    attention modules."""
     checkpoint = best_attention_checkpoint(table, runs)
     if checkpoint is None:
         return None
@@ -92,9 +104,36 @@ def plot_masks(table: Table, runs: Sequence[Run], path: Path, num_images: int = 
     model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
     if not hasattr(model.net, "capture_masks"):
         return None
-    images, labels = split_images(datamodule, "test", num_images)
-    heatmaps = mask_heatmaps(model, images)
+    return TrainedNetwork(checkpoint, model, datamodule)
+
+
+def plot_masks(trained: TrainedNetwork, path: Path, num_images: int = 8) -> Path | None:
+    """The attention-mask grid of ``trained`` over the first test images of its own data (None without masks)."""
+    images, labels = split_images(trained.datamodule, "test", num_images)
+    heatmaps = mask_heatmaps(trained.model, images)
     if not heatmaps:
         return None
-    title = f"{model.hparams.arch}: attention masks M (mean over channels), test images, {checkpoint.name}"
+    title = (
+        f"{trained.model.hparams.arch}: attention masks M (mean over channels), test images, {trained.checkpoint.name}"
+    )
     return save_figure(mask_figure(images, heatmaps, labels, title), path)
+
+
+def mask_statistics_markdown(trained: TrainedNetwork, num_images: int = 256) -> str:
+    """A markdown table of :func:`~lightning_modules.mask_plots.mask_statistics` over the first test images."""
+    images, _ = split_images(trained.datamodule, "test", num_images)
+    stats = mask_statistics(trained.model, images)
+    lines = [
+        f"Soft masks M of `{trained.checkpoint.name}` over the first {len(images)} test images. "
+        "A mask of 0.5 everywhere multiplies the trunk by a constant 1.5 under ARL, (1 + M)·T: no attention.",
+        "",
+        "| module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in stats.items():
+        shape = f"{s['channels']}×{s['height']}×{s['width']}"
+        lines.append(
+            f"| {module_label(name)} | {shape} | {s['mean']:.3f} | {s['std']:.3f} | {s['spatial_std']:.3f} "
+            f"| {100 * s['outside']:.1f} % |"
+        )
+    return "\n".join(lines) + "\n"

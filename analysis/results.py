@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.figures import plot_curves, plot_masks
+from analysis.figures import best_attention_network, mask_statistics_markdown, plot_curves, plot_masks
 from analysis.table_specs import get_table, load_tables
 from analysis.tables import render, table_runs
 
@@ -33,14 +33,17 @@ def table_document(name: str, logs: Path, figures: Path | None, document: Path |
     if figures is None:
         return text
     base = document.parent if document is not None else Path.cwd()
+    trained = best_attention_network(table, runs)
     drawn = [
         ("Learning curves", plot_curves(table, runs, figures / f"{name}_curves.png")),
-        ("Attention masks of the best network", plot_masks(table, runs, figures / f"{name}_masks.png")),
+        ("Attention masks of the best network", trained and plot_masks(trained, figures / f"{name}_masks.png")),
     ]
     for title, path in drawn:
         if path is not None:
             link = path.resolve().relative_to(base.resolve()) if path.resolve().is_relative_to(base.resolve()) else path
             text += f"\n### {title}\n\n![{title.lower()}]({link})\n"
+    if trained is not None:
+        text += "\n" + mask_statistics_markdown(trained)
     return text
 
 

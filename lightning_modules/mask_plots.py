@@ -45,6 +45,30 @@ def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Ten
     return heatmaps
 
 
+@torch.no_grad()
+def mask_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, float]]:
+    """``{module name: statistics}`` of each attention module's mask M over ``images`` (one forward pass): its shape
+    ``(C, H, W)``, mean and std over all values, the std over positions within a channel (averaged over images and
+    channels: how much the mask varies across space), and the share of values outside [0.4, 0.6] (how much of it
+    departs from a flat sigmoid(0) = 0.5)."""
+    net = attention_network(model)
+    with net.capture_masks() as masks:
+        model(images)
+    stats = {}
+    for name, mask in masks.items():
+        m = mask.float()
+        stats[name] = {
+            "channels": m.shape[1],
+            "height": m.shape[2],
+            "width": m.shape[3],
+            "mean": m.mean().item(),
+            "std": m.std().item(),
+            "spatial_std": m.flatten(2).std(dim=2).mean().item() if m.shape[2] * m.shape[3] > 1 else 0.0,
+            "outside": ((m - 0.5).abs() > 0.1).float().mean().item(),
+        }
+    return stats
+
+
 def module_label(name: str) -> str:
     """``stages.1.attention.0`` -> ``stage 2, module 1`` (1-based, as in the paper's figures)."""
     found = re.fullmatch(r"stages\.(\d+)\.attention\.(\d+)", name)

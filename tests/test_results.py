@@ -219,6 +219,11 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     assert "- `data._target_`: 'datamodules.SyntheticDataModule' in 3 run(s) (recipe: 'datamodules.Fashion" in text
     assert "![learning curves](results/fmnist_curves.png)" in text
     assert "![attention masks of the best network](results/fmnist_masks.png)" in text
+    assert "over the first 20 test images" in text  # all of the stand-in test split
+    assert "| module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |" in text
+    stats = [line.split(" | ") for line in text.splitlines() if line.startswith("| stage ")]
+    assert [row[0] for row in stats] == ["| stage 1, module 1", "| stage 2, module 1", "| stage 3, module 1"]
+    assert all(0 < float(row[2]) < 1 and float(row[3]) > 0 for row in stats)  # a sigmoid's values, not constant
     for figure in ("fmnist_curves.png", "fmnist_masks.png"):
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"
     first = text
