@@ -19,13 +19,16 @@ from resattn.pretrained import available, timm_cfg
 from resattn.variants import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantSpec
 
 
-def _default_cfg(spec: VariantSpec) -> dict[str, Any]:
+def _default_cfg(spec: VariantSpec, input_size: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """timm's pretrained cfg of ``spec`` at ``input_size`` (default: the variant's), ``pool_size`` included (the last
+    feature map: stride 32 for ImageNet layouts, 4 for CIFAR ones)."""
     imagenet = spec.family == "imagenet"
-    size = spec.input_size[-1]
+    input_size = input_size or spec.input_size
+    size = input_size[-1]
     return dict(
         url="",
         num_classes=spec.num_classes,
-        input_size=spec.input_size,
+        input_size=input_size,
         pool_size=(-(-size // 32),) * 2 if imagenet else (size // 4,) * 2,
         crop_pct=0.875 if imagenet else 1.0,
         interpolation="bilinear",
@@ -39,11 +42,13 @@ def _default_cfg(spec: VariantSpec) -> dict[str, Any]:
     )
 
 
-# One untagged cfg per variant (no weights), then the pretrained tags found in the weights folders (pretrained.py).
+# The pretrained tags found in the weights folders (pretrained.py), then one untagged cfg per variant, marked as the
+# default with timm's '*'. Without the mark timm makes a variant's first tag with weights its default, and
+# timm.create_model("resattn56_cifar") would build the 1-channel, 10-class network of the Fashion-MNIST tag.
 default_cfgs = generate_default_cfgs(
     {
-        **{name: _default_cfg(spec) for name, spec in VARIANTS.items()},
-        **{tag: {**_default_cfg(VARIANTS[w.variant]), **timm_cfg(w)} for tag, w in available().items()},
+        **{tag: {**_default_cfg(VARIANTS[w.variant], w.input_size), **timm_cfg(w)} for tag, w in available().items()},
+        **{f"{name}.*": _default_cfg(spec) for name, spec in VARIANTS.items()},
     }
 )
 
