@@ -141,13 +141,19 @@ def get_table(name: str) -> Table:
     return tables[name]
 
 
+def train_config(overrides: list[str], *, with_hydra: bool = False) -> Any:
+    """``conf/train.yaml`` composed with ``overrides`` as ``train.py`` composes it (with Hydra's node when
+    ``with_hydra``)."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=with_hydra)
+
+
 @cache
 def experiment_config(name: str) -> Any:
     """``conf/train.yaml`` composed with ``experiment=<name>`` (what its jobs start from), Hydra's node included.
     ``name`` is a table's ``task_name``."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
+    return train_config([f"experiment={name}"], with_hydra=True)
 
 
 def recipe(table: Table) -> dict[str, Any]:
@@ -170,10 +176,7 @@ def sweep(table: Table) -> dict[str, str]:
 def command_params(command: str) -> int:
     """The parameter count of the network that a row's ``python train.py [-m] <overrides>`` command trains, built
     on the meta device (no memory, no weights): what the table shows before that row has a run."""
-    overrides = [word for word in shlex.split(command)[2:] if not word.startswith("-")]
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = train_config([word for word in shlex.split(command)[2:] if not word.startswith("-")])
     net = OmegaConf.to_container(cfg.model.net, resolve=True)
     with torch.device("meta"):
         network = build_network(cfg.model.arch, cfg.data.num_classes, cfg.data.in_chans, net)

@@ -32,30 +32,31 @@ def attention_network(model: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{module name: (N, H, W)}``: each attention module's mask M averaged over channels and bilinearly upsampled
-    to the images' size, from one forward pass of ``model`` (in its current train/eval mode)."""
-    net = attention_network(model)
-    with net.capture_masks() as masks:
+def captured_masks(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{module name: M (N, C, H, W)}`` of every attention module, from one forward pass of ``model`` over
+    ``images`` (in its current train/eval mode)."""
+    with attention_network(model).capture_masks() as masks:
         model(images)
+    return masks
+
+
+def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``{module name: (N, H, W)}``: each attention module's mask M (:func:`captured_masks`) averaged over channels
+    and bilinearly upsampled to the images' size."""
     heatmaps = {}
-    for name, mask in masks.items():
+    for name, mask in captured_masks(model, images).items():
         mean = mask.float().mean(dim=1, keepdim=True)
         heatmaps[name] = F.interpolate(mean, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].cpu()
     return heatmaps
 
 
-@torch.no_grad()
 def mask_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, float]]:
-    """``{module name: statistics}`` of each attention module's mask M over ``images`` (one forward pass): its shape
-    ``(C, H, W)``, mean and std over all values, the std over positions within a channel (averaged over images and
+    """``{module name: statistics}`` of each attention module's mask M over ``images`` (:func:`captured_masks`): its
+    shape ``(C, H, W)``, mean and std over all values, the std over positions within a channel (averaged over images and
     channels: how much the mask varies across space), and the share of values outside [0.4, 0.6] (how much of it
     departs from a flat sigmoid(0) = 0.5)."""
-    net = attention_network(model)
-    with net.capture_masks() as masks:
-        model(images)
     stats = {}
-    for name, mask in masks.items():
+    for name, mask in captured_masks(model, images).items():
         m = mask.float()
         stats[name] = {
             "channels": m.shape[1],
