@@ -24,7 +24,7 @@ import torch
 import yaml
 from hydra.errors import HydraException
 
-from analysis.run_data import load_datamodule, run_directory
+from analysis.run_data import finished_best_checkpoint, load_datamodule, run_directory
 from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.run_directory import RunDirectory
 from resattn.checkpoints import CheckpointError
@@ -49,24 +49,6 @@ def _provenance(ckpt: Path) -> tuple[float | None, str]:
         words = ["python", "train.py", *(["-m"] if multirun else []), *(yaml.safe_load(overrides.read_text()) or [])]
         command = " ".join(words)
     return metrics.get("test/acc1"), f"{command} ({run.name}/checkpoints/{ckpt.name})".strip()
-
-
-def finished_best_checkpoint(run: Path) -> Path:
-    """The best checkpoint that the finished training in ``run`` recorded, in ``run``'s own ``checkpoints/`` (its
-    ``run.json`` holds the path where it was trained); an unfinished run is an error."""
-    directory = RunDirectory(run)
-    if not directory.record_path.is_file():
-        raise FileNotFoundError(f"{run} is not a run directory of train.py (no run.json)")
-    best = (directory.read_record().get("finished") or {}).get("best_checkpoint")
-    if best is None:
-        raise ValueError(
-            f"{run} has not finished its training and test, so it has no final best checkpoint: rerun its command "
-            "to finish it, or name one of its checkpoints"
-        )
-    path = run / "checkpoints" / Path(best).name  # by name: the run directory may have been moved or copied
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}'s best checkpoint {path} does not exist")
-    return path
 
 
 def export(ckpt: Path, tag: str, out: Path) -> Weights:

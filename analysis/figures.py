@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.run_data import load_datamodule, split_images
+from analysis.run_data import finished_best_checkpoint, load_datamodule, split_images
 from analysis.runs import Run, csv_folders
 from analysis.table_specs import Table
 from analysis.tables import matching_runs
@@ -74,14 +74,16 @@ def plot_curves(table: Table, runs: Sequence[Run], path: Path) -> Path | None:
 
 
 def best_attention_checkpoint(table: Table, runs: Sequence[Run]) -> Path | None:
-    """The best checkpoint of the finished run with the highest test top-1 in the first row that has one (the first
-    row is the table's main network)."""
+    """The recorded best checkpoint of the finished run with the highest test top-1 in the first row that has one (the
+    first row is the table's main network); runs whose training has not finished, or whose checkpoint is gone, are
+    passed over."""
     for row in table.rows:
         finished = [run for run in matching_runs(table, row, runs) if "test/acc1" in run.metrics]
         for run in sorted(finished, key=lambda r: r.metrics["test/acc1"], reverse=True):
-            found = sorted((run.path / "checkpoints").glob("best-*.ckpt"))
-            if found:
-                return found[-1]
+            try:
+                return finished_best_checkpoint(run.path)
+            except (ValueError, OSError):
+                continue
     return None
 
 

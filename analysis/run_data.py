@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from datamodules.base import ImageDataModule
 from datamodules.user_images import find_images, preprocess
+from lightning_modules.run_directory import RunDirectory
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -22,6 +23,24 @@ def run_directory(ckpt: Path) -> Path | None:
     """``<run>`` for a checkpoint in ``<run>/checkpoints/``, else None."""
     folder = ckpt.resolve().parent
     return folder.parent if folder.name == "checkpoints" else None
+
+
+def finished_best_checkpoint(run: Path) -> Path:
+    """The best checkpoint that the finished training in ``run`` recorded, in ``run``'s own ``checkpoints/`` (its
+    ``run.json`` holds the path where it was trained); an unfinished run is an error."""
+    directory = RunDirectory(run)
+    if not directory.record_path.is_file():
+        raise FileNotFoundError(f"{run} is not a run directory of train.py (no run.json)")
+    best = (directory.read_record().get("finished") or {}).get("best_checkpoint")
+    if best is None:
+        raise ValueError(
+            f"{run} has not finished its training and test, so it has no final best checkpoint: rerun its command "
+            "to finish it, or name one of its checkpoints"
+        )
+    path = run / "checkpoints" / Path(best).name  # by name: the run directory may have been moved or copied
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}'s best checkpoint {path} does not exist")
+    return path
 
 
 def default_output(ckpt: Path, name: str) -> Path:

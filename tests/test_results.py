@@ -12,6 +12,7 @@ import yaml
 from analysis.results import main
 from analysis.table_specs import load_tables
 from analysis.tables import results_markdown
+from lightning_modules.run_directory import RunDirectory
 
 CIFAR = {
     "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
@@ -192,10 +193,11 @@ def write_fmnist_run(logs: Path, name: str, model: dict[str, Any], acc: float, s
     (run / "csv" / "version_0" / "metrics.csv").write_text("\n".join(rows) + "\n")
     (run / "checkpoints").mkdir()
     net = ImageClassifier("resattn_tiny_cifar", num_classes=10, in_chans=1, net=model["net"])
-    torch.save(
-        {"state_dict": net.state_dict(), "hyper_parameters": dict(net.hparams)},
-        run / "checkpoints" / "best-step0001263-acc0.8100.ckpt",
-    )
+    best = "best-step0001263-acc0.8100.ckpt"
+    torch.save({"state_dict": net.state_dict(), "hyper_parameters": dict(net.hparams)}, run / "checkpoints" / best)
+    # train.py's record names the best checkpoint where it was trained: this run directory was copied from elsewhere
+    length = {"max_epochs": 60, "max_steps": -1}
+    RunDirectory(run).mark_finished(length, {"test/acc1": acc}, best_checkpoint=f"/elsewhere/{name}/checkpoints/{best}")
     return run
 
 
@@ -205,6 +207,8 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     for seed, acc in enumerate([0.951, 0.953]):
         write_fmnist_run(logs, f"arl-{seed}", {"name": "att56", "net": {"attention_residual": True}}, acc, seed)
     write_fmnist_run(logs, "nal", {"name": "att56", "net": {"attention_residual": False}}, 0.947)
+    # a stray file named like a better checkpoint is not the one the run recorded, and is never read
+    (logs / "fmnist" / "multiruns" / "arl-1" / "checkpoints" / "best-step0009999-acc0.9900.ckpt").write_bytes(b"x")
     document = tmp_path / "RESULTS.md"
     assert main(["fmnist", "--logs", str(logs), "--output", str(document)]) == 0
     text = document.read_text()
@@ -219,7 +223,7 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     assert "- `data._target_`: 'datamodules.SyntheticDataModule' in 3 run(s) (recipe: 'datamodules.Fashion" in text
     assert "![learning curves](results/fmnist_curves.png)" in text
     assert "![attention masks of the best network](results/fmnist_masks.png)" in text
-    assert "over the first 20 test images" in text  # all of the stand-in test split
+    assert "Soft masks M of `best-step0001263-acc0.8100.ckpt` over the first 20 test images" in text
     assert "| module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |" in text
     stats = [line.split(" | ") for line in text.splitlines() if line.startswith("| stage ")]
     assert [row[0] for row in stats] == ["| stage 1, module 1", "| stage 2, module 1", "| stage 3, module 1"]
