@@ -1,5 +1,5 @@
-"""Lightning callbacks: ``last.ckpt`` for crash recovery, and attention-mask grids during training (PAPER.md §1.4;
-``python train.py callbacks=masks``)."""
+"""Lightning callbacks: ``last.ckpt`` for crash recovery, and attention-mask grids and statistics during training
+(PAPER.md §1.4; ``python train.py callbacks=masks``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightning_modules.mask_plots import figure_rgb, mask_figure, mask_heatmaps, save_figure
+from lightning_modules.mask_plots import (
+    figure_rgb,
+    mask_figure,
+    mask_heatmaps,
+    mask_statistics,
+    save_figure,
+    stage_module,
+)
 
 
 class LastCheckpoint(Checkpoint):
@@ -68,11 +75,17 @@ class LastCheckpoint(Checkpoint):
 
 class AttentionMaskLogger(Callback):
     """Every ``every_n_epochs`` validation epochs, draw every attention module's mask over a fixed batch of the
-    first ``num_images`` validation images (the grid of :mod:`lightning_modules.mask_plots`).
+    first ``num_images`` validation images (the grid of :mod:`lightning_modules.mask_plots`) and log how far the
+    masks are from flat.
 
-    The grid is saved as ``<save_dir>/epoch<NNNN>.png`` (default ``<trainer.default_root_dir>/masks``) and, with
-    ``log_to_wandb``, logged to every W&B logger as the image ``attention_masks``. Only rank 0 draws. Needs a
-    validation split; networks without attention modules (the ResNet baselines) are skipped with a warning.
+    The grid is saved as ``<save_dir>/epoch<NNNN>-step<NNNNNNN>.png`` (default ``<trainer.default_root_dir>/masks``;
+    the step keeps the grids of several validations within an epoch apart) and, with ``log_to_wandb``, logged to every
+    W&B logger as the image ``attention_masks``. The masks' statistics over the
+    same batch (:func:`~lightning_modules.mask_plots.mask_statistics`) go to every logger (CSV and W&B alike) as
+    ``mask/std/stage<S>_module<M>`` (std of all values), ``mask/spatial_std/...`` (std over positions within a
+    channel) and ``mask/outside/...`` (share of values outside [0.4, 0.6]): curves that show whether the masks
+    sharpen or collapse towards a constant 0.5 during training. Only rank 0 draws and logs. Needs a validation
+    split; networks without attention modules (the ResNet baselines) are skipped with a warning.
     """
 
     def __init__(
@@ -120,7 +133,12 @@ class AttentionMaskLogger(Callback):
         if batch is None:
             return
         images, labels = batch
-        heatmaps = mask_heatmaps(pl_module, images.to(pl_module.device))
+        images = images.to(pl_module.device)
+        for name, stats in mask_statistics(pl_module, images).items():
+            stage, module = stage_module(name)
+            for key in ("std", "spatial_std", "outside"):
+                pl_module.log(f"mask/{key}/stage{stage}_module{module}", stats[key], rank_zero_only=True)
+        heatmaps = mask_heatmaps(pl_module, images)
         fig = mask_figure(images, heatmaps, labels, f"attention masks M, epoch {epoch}, step {trainer.global_step}")
         if self.log_to_wandb:
             for logger in trainer.loggers:
@@ -132,4 +150,4 @@ class AttentionMaskLogger(Callback):
                         step=trainer.global_step,
                     )
         folder = Path(self.save_dir) if self.save_dir else Path(trainer.default_root_dir) / "masks"
-        save_figure(fig, folder / f"epoch{epoch:04d}.png")
+        save_figure(fig, folder / f"epoch{epoch:04d}-step{trainer.global_step:07d}.png")

@@ -70,10 +70,22 @@ def mask_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[st
     return stats
 
 
-def module_label(name: str) -> str:
-    """``stages.1.attention.0`` -> ``stage 2, module 1`` (1-based, as in the paper's figures)."""
+def stage_module(name: str) -> tuple[int, int]:
+    """``stages.1.attention.0`` -> ``(2, 1)``: an attention module's stage and its place in the stage, 1-based as in
+    the paper's figures."""
     found = re.fullmatch(r"stages\.(\d+)\.attention\.(\d+)", name)
-    return f"stage {int(found[1]) + 1}, module {int(found[2]) + 1}" if found else name
+    if found is None:
+        raise ValueError(f"{name!r} is not an attention module's name (stages.<i>.attention.<j>)")
+    return int(found[1]) + 1, int(found[2]) + 1
+
+
+def module_label(name: str) -> str:
+    """``stages.1.attention.0`` -> ``stage 2, module 1``; other names stay as they are."""
+    try:
+        stage, module = stage_module(name)
+    except ValueError:
+        return name
+    return f"stage {stage}, module {module}"
 
 
 def display_image(image: torch.Tensor) -> np.ndarray:

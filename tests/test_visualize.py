@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from files import write_tree
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from test_probe import save_checkpoint
 
 import lightning_modules.callbacks as callbacks_module
 from analysis.masks import main
+from analysis.wandb_offline import read_offline_run
 from datamodules import SyntheticDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.callbacks import AttentionMaskLogger
-from lightning_modules.mask_plots import mask_figure, mask_heatmaps, module_label
+from lightning_modules.mask_plots import mask_figure, mask_heatmaps, mask_statistics, module_label, stage_module
 from tests.conftest import quiet_trainer
 
 ARCH = "resattn_tiny_cifar"
@@ -93,8 +95,8 @@ def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, m
     model = ImageClassifier(ARCH, num_classes=10, optimizer={"name": "sgd", "lr": 0.01})
     data = SyntheticDataModule(image_size=16, num_train_samples=96, batch_size=16, num_workers=0)
     callback = AttentionMaskLogger(every_n_epochs=1, num_images=3, save_dir=str(tmp_path / "masks"))
-    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="test")
-    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=2, callbacks=[callback], logger=logger)
+    loggers = [WandbLogger(save_dir=str(tmp_path), offline=True, project="test"), CSVLogger(tmp_path, name="csv")]
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=2, callbacks=[callback], logger=loggers)
     try:
         trainer.fit(model, datamodule=data)
     finally:
@@ -102,7 +104,8 @@ def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, m
 
         wandb.finish()
         wandb.teardown()  # waits for the W&B service to write the media files
-    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["epoch0000.png", "epoch0001.png"]
+    grids = sorted(p.name for p in (tmp_path / "masks").iterdir())
+    assert grids == ["epoch0000-step0000002.png", "epoch0001-step0000004.png"]
     assert len(drawn) == 2 and torch.equal(drawn[0][0], drawn[1][0])  # the same fixed batch each time
     images = torch.stack([data.val_set[i][0] for i in range(3)])
     torch.testing.assert_close(drawn[1][0], images)
@@ -110,3 +113,21 @@ def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, m
     for name, heat in expected_heatmaps(model, images).items():  # the last grid shows the final weights' masks
         torch.testing.assert_close(drawn[1][1][name], heat)
     assert list((tmp_path / "wandb").glob("offline-run-*/files/media/images/attention_masks_*.png"))
+    # the masks' statistics over the same batch, per epoch, in the CSV log and the W&B history alike
+    stats = mask_statistics(model, images)
+    assert [stage_module(name) for name in stats] == [(1, 1), (2, 1), (3, 1)]
+    with (tmp_path / "csv" / "version_0" / "metrics.csv").open() as f:
+        rows = [row for row in csv.DictReader(f) if row["mask/std/stage1_module1"]]
+    history = [
+        row
+        for row in read_offline_run(next((tmp_path / "wandb").glob("offline-run-*"))).history
+        if "mask/std/stage1_module1" in row
+    ]
+    assert len(rows) == len(history) == 2
+    for name, values in stats.items():
+        stage, module = stage_module(name)
+        for key in ("std", "spatial_std", "outside"):
+            column = f"mask/{key}/stage{stage}_module{module}"
+            assert float(rows[-1][column]) == pytest.approx(values[key], rel=1e-5, abs=1e-7)
+            assert history[-1][column] == pytest.approx(values[key], rel=1e-5, abs=1e-7)
+    assert 0 < stats["stages.0.attention.0"]["std"] < 0.5
