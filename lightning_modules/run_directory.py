@@ -6,9 +6,9 @@ is how a run resumes. This module makes that safe and cheap:
 - **Lock** (``.lock``): an exclusive ``flock`` held for the whole run, with the holder's pid, host and command in
   the file. A second process on the same directory is refused at once, naming the holder, before it writes
   anything there. The kernel drops the lock when its process dies, so the lock of a killed run is taken over.
-- **Record** (``run.json``): the W&B run id, so a resumed run continues the same W&B run, and, once ``fit`` (and
+- **Record** (``run.json``): the W&B run id, so a resumed run continues the same W&B run; once ``fit`` (and
   ``test``) finished, the run's length and results, so that rerunning a finished command reports them instead of
-  training again.
+  training again; and the config keys each resumption changed (a longer schedule, an edited YAML), with the step.
 - **Log** (``train.log``): everything the console shows through ``logging`` (Lightning's and Hydra's loggers and
   Python warnings included) and the error that ended a failed run.
 """
@@ -100,6 +100,14 @@ class RunDirectory:
             OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
         OmegaConf.save(OmegaConf.create(list(overrides)), folder / "overrides.yaml")
 
+    def saved_config(self) -> DictConfig | None:
+        """The run's saved ``.hydra/config.yaml`` (None when absent or unreadable)."""
+        try:
+            cfg = OmegaConf.load(self.path / ".hydra" / "config.yaml")
+        except (OSError, ValueError):
+            return None
+        return cfg if isinstance(cfg, DictConfig) else None
+
     @contextmanager
     def logged(self, name: str = "train.log") -> Iterator[None]:
         """Append every log record of the block (all loggers, Python warnings) to ``<run dir>/<name>``, and the
@@ -153,6 +161,14 @@ class RunDirectory:
             **details,
         }
         self._write_record({**self.read_record(), "finished": outcome})
+
+    def note_config_changes(self, changes: Mapping[str, tuple[Any, Any]], step: int | None) -> None:
+        """Append to the record the config keys that a resumed run changed (``{key: (before, now)}``) and the step
+        it resumed at, so that a run trained under more than one config says so."""
+        entry = {"at": time.strftime("%Y-%m-%d %H:%M:%S"), "resumed_at_step": step}
+        entry["changes"] = {key: list(values) for key, values in changes.items()}
+        record = self.read_record()
+        self._write_record({**record, "config_changes": [*record.get("config_changes", []), entry]})
 
     def forget_finished(self) -> None:
         """Drop the stored outcome (the run is being trained further or again)."""

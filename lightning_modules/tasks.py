@@ -68,6 +68,16 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def config_changes(before: DictConfig, now: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """``{key: (before, now)}`` for every flat key whose value differs between two configs (interpolations
+    compared as written; a key only one of them has is ``None`` in the other)."""
+    old = flatten(OmegaConf.to_container(before, resolve=False))
+    new = flatten(OmegaConf.to_container(now, resolve=False))
+    return {
+        key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
+    }
+
+
 def log_run_config(cfg: DictConfig, model: L.LightningModule, loggers: list[Logger]) -> None:
     """Send the resolved config (flat keys) and the model's size and summary to every logger."""
     params = flatten(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
@@ -141,17 +151,40 @@ def _hydra_job() -> tuple[DictConfig | None, list[str], str | None]:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train (resuming the run directory's last.ckpt), test, and return the metrics.
 
-    The process that owns the run directory (rank zero) locks it first, saves the config there and logs into its
-    ``train.log``; other DDP ranks (started by Lightning, which re-runs the script) only train.
+    The process that owns the run directory (rank zero) locks it first, logs into its ``train.log`` and saves the
+    config there (:func:`save_run_config`); other DDP ranks (started by Lightning, which re-runs the script) only
+    train.
     """
     quiet_known_warnings()
     if rank_zero_only.rank != 0:
         return _train(cfg, None)
     run = RunDirectory(cfg.paths.output_dir)
     with run.locked(), run.logged("train.log"):
-        hydra_cfg, overrides, _ = _hydra_job()
-        run.save_config(cfg, hydra_cfg, overrides)
         return _train(cfg, run)
+
+
+def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict[str, Any]] | None) -> None:
+    """Save this command's config in the run directory; when it resumes the run under a different config, say which
+    keys changed and add them to the run's record first. Changing the keys that continue a run (those left out of
+    the run directory's name: the schedule's length, devices, ...) is reported; any other change is warned about,
+    since the run then mixes two configs (an edited YAML, a changed default)."""
+    hydra_cfg, overrides, _ = _hydra_job()
+    before = run.saved_config() if resume is not None else None
+    changes = config_changes(before, cfg) if before is not None else {}
+    if changes:
+        continuing = set(hydra_cfg.job.config.override_dirname.exclude_keys) if hydra_cfg is not None else set()
+        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+        if changes.keys() <= continuing:
+            log.info("Continuing this run with %s", listed)
+        else:
+            log.warning(
+                "Resuming under a config that differs from the one this run was trained with so far: %s. The run "
+                "continues with the new values (run.json's config_changes keeps the old ones); to train under one "
+                "config, restore the old values, or start over with auto_resume=false.",
+                listed,
+            )
+        run.note_config_changes(changes, resume[1].get("global_step") if resume is not None else None)
+    run.save_config(cfg, hydra_cfg, overrides)
 
 
 def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
@@ -170,7 +203,9 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
             )
             best = finished.get("best_checkpoint")
             report_run(run.path, finished["metrics"], best, eval_command(best, data_choice, overrides))
-            return dict(finished["metrics"])
+            return dict(finished["metrics"])  # its saved config stays the one it was trained with
+    if run is not None:
+        save_run_config(run, cfg, resume if own_last else None)
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = prepare_datamodule(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import re
 import signal
@@ -14,11 +15,13 @@ import pytest
 import torch
 from conftest import SMOKE, quiet_trainer, run_script, start_script
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
 from torch import nn
 
 from analysis.wandb_offline import read_offline_run
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.run_directory import RunDirectory
+from lightning_modules.tasks import save_run_config
 
 
 def the_run(cwd: Path, task: str = "train") -> Path:
@@ -70,14 +73,21 @@ def test_rerun_of_a_finished_run_reports_it_and_a_longer_run_continues(tmp_path:
     run = the_run(tmp_path)
     best_before = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
 
-    again = run_script("train.py", *base, "trainer.max_epochs=2", cwd=tmp_path)
+    saved = (run / ".hydra" / "config.yaml").read_text()
+
+    again = run_script("train.py", *base, "trainer.max_epochs=2", "test=false", cwd=tmp_path)
     out = again.stdout + again.stderr
     assert "This run already finished (trainer.max_epochs=2" in out and "not training it again" in out
     assert re.search(r"results: .*test/acc1=\d\.\d{4}", out) and "Evaluate it: python eval.py 'ckpt_path=" in out
     assert "Restoring states" not in out and len(list((run / "csv").glob("version_*"))) == 1  # nothing re-ran
+    assert (run / ".hydra" / "config.yaml").read_text() == saved  # still the config it was trained with
 
     longer = run_script("train.py", *base, "trainer.max_epochs=4", cwd=tmp_path)
-    assert "Resuming from" in longer.stdout + longer.stderr
+    out = longer.stdout + longer.stderr
+    assert "Resuming from" in out and "Continuing this run with trainer.max_epochs: 2 -> 4" in out
+    assert "differs from the one this run was trained with" not in out  # a longer schedule is no warning
+    (change,) = RunDirectory(run).read_record()["config_changes"]
+    assert change["changes"] == {"trainer.max_epochs": [2, 4]} and change["resumed_at_step"] == 10
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20  # 5 per epoch
     versions = sorted((run / "csv").glob("version_*/metrics.csv"))
     assert len(versions) == 2  # a restart writes a new CSV version, never over the first
@@ -134,6 +144,29 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path: Path) -> None:
     assert min(steps) > max(h["trainer/global_step"] for h in first.history if "trainer/global_step" in h)
     console = resumed.stdout + resumed.stderr
     assert "anonymous setting" not in console and "worker processes in total" not in console
+
+
+def test_resuming_under_an_edited_config_warns_and_records_the_old_values(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = RunDirectory(tmp_path)
+    first = OmegaConf.create({"optimizer": {"lr": 0.1, "momentum": 0.9}, "data": {"dir": "${paths.root}/data"}})
+    run.save_config(first, None, [])
+    edited = OmegaConf.create({"optimizer": {"lr": 0.05, "momentum": 0.9}, "data": {"dir": "${paths.root}/data"}})
+    edited.optimizer.nesterov = True
+    with caplog.at_level(logging.INFO):
+        save_run_config(run, edited, (tmp_path / "last.ckpt", {"global_step": 7}))
+    assert "differs from the one this run was trained with so far: optimizer.lr: 0.1 -> 0.05; " in caplog.text
+    assert "optimizer.nesterov: None -> True" in caplog.text
+    (change,) = run.read_record()["config_changes"]
+    assert change["changes"] == {"optimizer.lr": [0.1, 0.05], "optimizer.nesterov": [None, True]}
+    assert change["resumed_at_step"] == 7
+    assert run.saved_config() == edited  # the run goes on under the new values, saved for the next resume
+    caplog.clear()
+    save_run_config(run, edited, (tmp_path / "last.ckpt", {"global_step": 9}))  # unchanged: nothing to say
+    assert caplog.text == "" and len(run.read_record()["config_changes"]) == 1
+    save_run_config(run, first, None)  # a new start replaces the config without comparing
+    assert len(run.read_record()["config_changes"]) == 1 and run.saved_config() == first
 
 
 def test_the_record_knows_a_finished_run_by_its_length(tmp_path: Path) -> None:
