@@ -6,7 +6,8 @@
 
 Runs are the directories train.py writes (``python train.py -m experiment=table3`` puts a table's jobs under
 ``logs/table3/multiruns/<overrides>/``); see :mod:`analysis.runs` for what is read and :mod:`analysis.tables` for
-how a table is built. The tables themselves (layout, paper numbers) are data: ``analysis/tables.yaml``. With
+how a table is built. The tables themselves (layout, paper numbers, the paper's claims as pairs of rows, tested on
+the same test images by :mod:`analysis.paired`) are data: ``analysis/tables.yaml``. With
 ``--output``, each table's figures (:mod:`analysis.figures`) are written beside the file, into ``--figures``
 (default: ``results/`` next to it), and linked from it.
 """
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.figures import best_attention_network, mask_statistics_markdown, plot_curves, plot_masks
+from analysis.paired import comparisons_markdown
 from analysis.table_specs import get_table, load_tables
 from analysis.tables import render, table_runs
 
@@ -30,6 +32,9 @@ def table_document(name: str, logs: Path, figures: Path | None, document: Path |
     table = get_table(name)
     where, runs = table_runs(table, logs)
     text = render(table, runs, where)
+    claims = comparisons_markdown(table, runs)
+    if claims:
+        text += "\n" + claims
     if figures is None:
         return text
     base = document.parent if document is not None else Path.cwd()

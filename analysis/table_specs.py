@@ -67,6 +67,17 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """A claim of the paper as two rows of a table, compared on the same test images (:mod:`analysis.paired`):
+    ``first`` should beat ``second``; ``paper`` says where the paper makes the claim and with which numbers."""
+
+    claim: str
+    first: str
+    second: str
+    paper: str
+
+
+@dataclass(frozen=True)
 class Table:
     """A table: layout, the paper's numbers (PAPER.md §6) if it has any, and the recipe keys its runs should agree
     on. Its runs are those of ``experiment`` (``task_name``; the table's name unless said)."""
@@ -80,6 +91,14 @@ class Table:
     params: bool = False
     experiment: str = ""
     value: str = "error"  # what a cell shows: "error" 100 * (1 - accuracy), or "accuracy" 100 * accuracy
+    comparisons: tuple[Comparison, ...] = ()
+
+    def row(self, label: str) -> Row:
+        """The row called ``label``."""
+        found = next((row for row in self.rows if row.label == label), None)
+        if found is None:
+            raise ValueError(f"{self.name} has no row {label!r}; its rows: {', '.join(r.label for r in self.rows)}")
+        return found
 
     @property
     def task_name(self) -> str:
@@ -110,7 +129,10 @@ def _table(name: str, spec: Mapping[str, Any]) -> Table:
     recipe_keys = tuple(k for entry in spec["recipe"] for k in (entry if isinstance(entry, list) else [entry]))
     if spec.get("value", "error") not in ("error", "accuracy"):
         raise ValueError(f"{TABLES_FILE}: {name}: value must be 'error' or 'accuracy', got {spec['value']!r}")
-    return Table(
+    comparisons = tuple(
+        Comparison(c["claim"], c["first"], c["second"], c["paper"]) for c in spec.get("comparisons", [])
+    )
+    table = Table(
         name,
         spec["title"],
         spec["row_header"],
@@ -120,7 +142,14 @@ def _table(name: str, spec: Mapping[str, Any]) -> Table:
         spec.get("params", False),
         spec.get("experiment", ""),
         spec.get("value", "error"),
+        comparisons,
     )
+    for comparison in comparisons:
+        try:
+            table.row(comparison.first), table.row(comparison.second)
+        except ValueError as err:
+            raise ValueError(f"{TABLES_FILE}: comparison {comparison.claim!r}: {err}") from None
+    return table
 
 
 @cache

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from analysis.paired import PairedResult, correct_on_test_split, mcnemar_p
 from analysis.results import main
 from analysis.table_specs import load_tables
 from analysis.tables import results_markdown
@@ -228,8 +229,61 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     stats = [line.split(" | ") for line in text.splitlines() if line.startswith("| stage ")]
     assert [row[0] for row in stats] == ["| stage 1, module 1", "| stage 2, module 1", "| stage 3, module 1"]
     assert all(0 < float(row[2]) < 1 and float(row[3]) > 0 for row in stats)  # a sigmoid's values, not constant
+    # the paper's claims: ARL vs NAL paired on seed 0 (the only seed both rows have), the ResNet row not run yet
+    (claim,) = [line.split(" | ") for line in text.splitlines() if line.startswith("| attention residual learning")]
+    assert claim[2] == "0"
+    only_first, only_second = (int(n) for n in claim[4].split(" / "))
+    assert float(claim[3]) == pytest.approx(100 * (only_first - only_second) / 20, abs=0.006)  # 20 test images
+    assert float(claim[5]) == pytest.approx(mcnemar_p(only_first, only_second), rel=1e-3)
+    assert "| Table 6, Attention-92 (1.9 M) vs ResNet-164 (1.7 M) on CIFAR-10: 4.99 vs 5.46 % error | — |" in text
+    assert "not yet: no seed with both rows finished |" in text
     for figure in ("fmnist_curves.png", "fmnist_masks.png"):
         assert (tmp_path / "results" / figure).read_bytes()[:4] == b"\x89PNG"
     first = text
     assert main(["fmnist", "--logs", str(logs), "--output", str(document)]) == 0
     assert document.read_text() == first
+
+
+def test_mcnemar_exact_p_values() -> None:
+    """Two-sided exact binomial tail on the disagreements: known values, symmetric, 1 without disagreements."""
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32)
+    assert mcnemar_p(1, 9) == mcnemar_p(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_p(5, 5) == mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(540, 460) == pytest.approx(0.0127, abs=5e-4)  # large counts: exact, no overflow
+    one_seed = {"seeds": (0,), "images": 10_000, "only_first": 540, "only_second": 460}
+    better = PairedResult(**one_seed, first_right=9_500, second_right=9_420)
+    assert better.difference == pytest.approx(0.8) and better.verdict == "yes"
+    worse = PairedResult(**{**one_seed, "only_first": 460, "only_second": 540}, first_right=9_420, second_right=9_500)
+    assert worse.verdict == "no: the reverse holds"
+    even = PairedResult(**{**one_seed, "only_first": 10, "only_second": 12}, first_right=9_500, second_right=9_502)
+    assert even.verdict.startswith("not distinguishable")
+
+
+def test_predictions_are_the_networks_own_on_the_runs_test_split(tmp_path: Path) -> None:
+    """correct_on_test_split evaluates the recorded checkpoint on its run's own test split, in order."""
+    import torch
+
+    from analysis.run_data import finished_best_checkpoint, load_datamodule
+    from lightning_modules import ImageClassifier
+
+    run = write_fmnist_run(tmp_path / "logs", "arl", {"name": "att56", "net": {"attention_residual": True}}, 0.95)
+    checkpoint = finished_best_checkpoint(run)
+    correct = correct_on_test_split(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    model = ImageClassifier(**state["hyper_parameters"])
+    model.load_state_dict(state["state_dict"])
+    test_set = load_datamodule(checkpoint, None).test_set
+    images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    labels = torch.tensor([test_set[i][1] for i in range(len(test_set))])
+    with torch.no_grad():
+        expected = model.eval()(images).argmax(dim=1) == labels
+    assert correct.dtype == torch.bool and torch.equal(correct, expected)
+
+
+def test_a_comparison_must_name_rows_of_its_table() -> None:
+    from analysis.table_specs import _table
+
+    spec = {"title": "t", "row_header": "r", "columns": [{"label": "c"}], "recipe": [], "rows": [{"label": "A"}]}
+    spec["comparisons"] = [{"claim": "A beats B", "first": "A", "second": "B", "paper": "Table 3"}]
+    with pytest.raises(ValueError, match="comparison 'A beats B': x has no row 'B'; its rows: A"):
+        _table("x", spec)
