@@ -6,10 +6,13 @@ writes a confusion matrix PNG, and classifies a folder of your own images with `
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from lightning_modules.config_resolvers import register_resolvers
+from lightning_modules.console import bad_input_reported
 from lightning_modules.tasks import evaluate
 
 register_resolvers()
@@ -18,7 +21,8 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Run the evaluation task."""
-    evaluate(cfg)
+    with bad_input_reported(Path(cfg.paths.output_dir) / "eval.log"):
+        evaluate(cfg)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ Configs live in conf/ (see README.md); the work is done by :func:`lightning_modu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from lightning_modules.config_resolvers import register_resolvers
+from lightning_modules.console import bad_input_reported
 from lightning_modules.tasks import train
 
 register_resolvers()
@@ -17,7 +20,8 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run one training job; return ``optimized_metric`` for sweepers (Optuna)."""
-    metrics = train(cfg)
+    with bad_input_reported(Path(cfg.paths.output_dir) / "train.log"):
+        metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 
 

@@ -1,4 +1,5 @@
-"""What train.py and eval.py leave out of the console (and train.log): messages that say nothing about the run.
+"""What train.py and eval.py leave out of the console (and train.log): messages that say nothing about the run, and
+the traceback of a bad input, whose message says it all (:func:`bad_input_reported`).
 
 Lightning advertises its cloud products on every run ("💡 Tip: ... try installing litlogger"), warns that the
 model summary estimates bf16 sizes as fp32 and that a resumed run's checkpoint folder is not empty (resuming is the
@@ -8,12 +9,39 @@ point), and trips over a torch deprecation inside its own code. Everything else 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+
+from datamodules.base import DataDownloadError
+from datamodules.optional import MissingExtraError
+from lightning_modules.classifier import NonFiniteLossError
+from lightning_modules.run_directory import RunLockedError
+from resattn.checkpoints import CheckpointError
 
 KNOWN_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Precision .* is not supported by the model summary",
     r"Checkpoint directory .* exists and is not empty",
+)
+
+
+# Errors that report a bad input in words (what was wrong, what is accepted), raised on purpose by the project.
+BAD_INPUT = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    CheckpointError,
+    DataDownloadError,
+    MissingExtraError,
+    NonFiniteLossError,
+    RunLockedError,
 )
 
 
@@ -28,3 +56,22 @@ def quiet_known_warnings() -> None:
     """Ignore the warnings in :data:`KNOWN_WARNINGS` (this process only)."""
     for message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+@contextmanager
+def bad_input_reported(log_file: Path | None = None) -> Iterator[None]:
+    """In a single run, end on a bad input (missing or damaged data or checkpoints, a wrong size or name, a run
+    directory in use, a NaN loss) with its message alone, exit status 1, instead of a traceback: the message says what
+    was wrong and what is accepted. The traceback stays in ``log_file`` when the run got that far, and
+    ``HYDRA_FULL_ERROR=1`` prints it. Other errors (bugs), and every error of a multirun job (Hydra runs the
+    remaining jobs, then reports the failure), pass through unchanged."""
+    try:
+        yield
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ is not None else err
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if not isinstance(cause, BAD_INPUT) or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        logged = log_file is not None and log_file.is_file() and not isinstance(cause, RunLockedError)  # not its log
+        where = f"the traceback is in {log_file}; " if logged else ""
+        raise SystemExit(f"error: {cause}\n({where}HYDRA_FULL_ERROR=1 prints the traceback here)") from None

@@ -54,7 +54,8 @@ class RunDirectory:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the directory's lock for the block, or raise :class:`RunLockedError` naming the process that holds
-        it. A clean exit empties the lock file; a killed process leaves its pid there, and the next run takes over."""
+        it. Leaving the block (also by an error) empties the lock file; a killed process leaves its pid there, and the
+        next run takes over."""
         self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / LOCK_FILE
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -63,7 +64,7 @@ class RunDirectory:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise RunLockedError(self._in_use(_read_json(lock) or {})) from None
-            previous = _read_json(lock)  # a clean end empties the file: a pid left here is a run that was killed
+            previous = _read_json(lock)  # a pid left here is a run that was killed
             if previous and previous.get("pid"):
                 log.warning("Taking over %s from process %s, which ended without releasing it", lock, previous["pid"])
             holder = {
@@ -74,8 +75,10 @@ class RunDirectory:
             }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(holder).encode(), 0)
-            yield
-            os.ftruncate(fd, 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)  # also after an error: only a killed process leaves its pid behind
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMOKE, SMOKE_DATA, compose_config
+from conftest import SMOKE, SMOKE_DATA, compose_config, run_script
 from files import truncate, write_image, write_tree
 from torchvision.datasets import CIFAR10, FashionMNIST
 
@@ -138,3 +138,39 @@ def test_the_trainer_limits_are_plain_overrides(tmp_path: Path) -> None:
     cfg = compose_config("train", [*SMOKE, "logger=csv", "trainer.limit_train_batches=2"], tmp_path)
     train(cfg)
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_a_bad_input_ends_the_command_with_its_message_alone(tmp_path: Path) -> None:
+    """One line says what is wrong (exit status 1, no traceback); the traceback is in the run's log, the run directory
+    is released (the next run takes nothing over), and HYDRA_FULL_ERROR=1 shows the traceback."""
+    command = [*SMOKE, "logger=csv", f"ckpt_path={tmp_path / 'nope.ckpt'}"]
+    failed = run_script("train.py", *command, cwd=tmp_path, check=False)
+    out = failed.stdout + failed.stderr
+    assert failed.returncode == 1 and "Traceback" not in out
+    assert f"error: ckpt_path={tmp_path / 'nope.ckpt'} does not exist; give an existing .ckpt or null" in failed.stderr
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    log = (run / "train.log").read_text()
+    assert "the run failed" in log and "Traceback" in log and "FileNotFoundError" in log
+    assert f"the traceback is in {run / 'train.log'}" in failed.stderr
+    assert (run / ".lock").read_text() == ""
+    again = run_script("train.py", *command, cwd=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "1"})
+    assert again.returncode == 1 and "Traceback" in again.stderr and "Taking over" not in again.stderr
+
+
+def test_only_bad_inputs_lose_their_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra.errors import InstantiationException
+
+    from lightning_modules.console import bad_input_reported
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    expected = r"^error: image_size=20 does not match\n\(HYDRA_FULL_ERROR=1 prints"
+    with pytest.raises(SystemExit, match=expected), bad_input_reported():
+        try:
+            raise ValueError("image_size=20 does not match")
+        except ValueError as err:  # what hydra.utils.instantiate raises for an error of the class it builds
+            raise InstantiationException("Error in call to target 'datamodules.X'") from err
+    with pytest.raises(RuntimeError, match="a bug"), bad_input_reported():
+        raise RuntimeError("a bug")  # not a bad input: the traceback stays
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(ValueError), bad_input_reported():
+        raise ValueError("shown with its traceback")

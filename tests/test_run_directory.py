@@ -117,6 +117,7 @@ def test_a_second_run_in_the_same_directory_is_refused_and_a_killed_runs_lock_is
         assert second.returncode != 0
         message = second.stdout + second.stderr
         assert f"{run.name} is in use by process {first.pid}" in message and "train.py" in message
+        assert "Traceback" not in message and "the traceback is in" not in message  # the log is the other run's
         assert {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run.rglob("*")} == before
     finally:
         os.kill(first.pid, signal.SIGKILL)
