@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -43,10 +44,12 @@ def run_precision(checkpoint: Path) -> str:
     return str(OmegaConf.select(OmegaConf.load(config), "trainer.precision", default="32-true"))
 
 
+@cache
 @torch.no_grad()
 def correct_on_test_split(checkpoint: Path) -> torch.Tensor:
     """One bool per image of the test split of ``checkpoint``'s own run config: did the network classify it right?
-    Evaluated on the CPU at the run's precision (autocast for the mixed ones), in the test split's order."""
+    Evaluated on the CPU at the run's precision (autocast for the mixed ones), in the test split's order; once per
+    checkpoint and process (a row's network takes part in several claims)."""
     datamodule = load_datamodule(checkpoint, None)
     model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
     dtype = AUTOCAST.get(run_precision(checkpoint))
