@@ -1,5 +1,5 @@
 """The figures of a results document: learning curves of a table's runs (from their CSV logs), the attention-mask grid
-and mask statistics of its best attention network (from its best checkpoint)."""
+of its main attention network and the mask statistics of every attention row (from their recorded best checkpoints)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from analysis.run_data import finished_best_checkpoint, load_datamodule, split_images
 from analysis.runs import Run, csv_folders
-from analysis.table_specs import Table
+from analysis.table_specs import Row, Table
 from analysis.tables import matching_runs
 from datamodules.base import ImageDataModule
 from lightning_modules import ImageClassifier
@@ -73,40 +73,41 @@ def plot_curves(table: Table, runs: Sequence[Run], path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
-def best_attention_checkpoint(table: Table, runs: Sequence[Run]) -> Path | None:
-    """The recorded best checkpoint of the finished run with the highest test top-1 in the first row that has one (the
-    first row is the table's main network); runs whose training has not finished, or whose checkpoint is gone, are
-    passed over."""
-    for row in table.rows:
-        finished = [run for run in matching_runs(table, row, runs) if "test/acc1" in run.metrics]
-        for run in sorted(finished, key=lambda r: r.metrics["test/acc1"], reverse=True):
-            try:
-                return finished_best_checkpoint(run.path)
-            except (ValueError, OSError):
-                continue
+def row_checkpoint(table: Table, row: Row, runs: Sequence[Run]) -> Path | None:
+    """The recorded best checkpoint of the row's finished run with the highest test top-1; runs whose training has
+    not finished, or whose checkpoint is gone, are passed over."""
+    finished = [run for run in matching_runs(table, row, runs) if "test/acc1" in run.metrics]
+    for run in sorted(finished, key=lambda r: r.metrics["test/acc1"], reverse=True):
+        try:
+            return finished_best_checkpoint(run.path)
+        except (ValueError, OSError):
+            continue
     return None
 
 
 @dataclass(frozen=True)
 class TrainedNetwork:
-    """The table's best attention network (:func:`best_attention_checkpoint`), loaded, with its run's own data."""
+    """A row's best network (:func:`row_checkpoint`), loaded in eval mode, with its run's own data."""
 
+    label: str
     checkpoint: Path
     model: ImageClassifier
     datamodule: ImageDataModule
 
 
-def best_attention_network(table: Table, runs: Sequence[Run]) -> TrainedNetwork | None:
-    """:func:`best_attention_checkpoint` in eval mode with its data; None when there is none or its network has no
-    attention modules."""
-    checkpoint = best_attention_checkpoint(table, runs)
-    if checkpoint is None:
-        return None
-    datamodule = load_datamodule(checkpoint, None)
-    model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
-    if not hasattr(model.net, "capture_masks"):
-        return None
-    return TrainedNetwork(checkpoint, model, datamodule)
+def attention_networks(table: Table, runs: Sequence[Run]) -> list[TrainedNetwork]:
+    """The best network of every row that has a finished run and attention modules, in the table's row order (the
+    first row is the table's main network)."""
+    networks = []
+    for row in table.rows:
+        checkpoint = row_checkpoint(table, row, runs)
+        if checkpoint is None:
+            continue
+        datamodule = load_datamodule(checkpoint, None)
+        model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
+        if hasattr(model.net, "capture_masks"):
+            networks.append(TrainedNetwork(row.label, checkpoint, model, datamodule))
+    return networks
 
 
 def plot_masks(trained: TrainedNetwork, path: Path, num_images: int = 8) -> Path | None:
@@ -121,21 +122,27 @@ def plot_masks(trained: TrainedNetwork, path: Path, num_images: int = 8) -> Path
     return save_figure(mask_figure(images, heatmaps, labels, title), path)
 
 
-def mask_statistics_markdown(trained: TrainedNetwork, num_images: int = 256) -> str:
-    """A markdown table of :func:`~lightning_modules.mask_plots.mask_statistics` over the first test images."""
-    images, _ = split_images(trained.datamodule, "test", num_images)
-    stats = mask_statistics(trained.model, images)
-    lines = [
-        f"Soft masks M of `{trained.checkpoint.name}` over the first {len(images)} test images. "
-        "A mask of 0.5 everywhere multiplies the trunk by a constant 1.5 under ARL, (1 + M)·T: no attention.",
+def mask_statistics_markdown(networks: Sequence[TrainedNetwork], num_images: int = 256) -> str:
+    """A markdown table of :func:`~lightning_modules.mask_plots.mask_statistics` of each network over the first
+    test images of its data."""
+    lines, counted = [], set()
+    for trained in networks:
+        images, _ = split_images(trained.datamodule, "test", num_images)
+        counted.add(len(images))
+        for name, s in mask_statistics(trained.model, images).items():
+            shape = f"{s['channels']}×{s['height']}×{s['width']}"
+            lines.append(
+                f"| {trained.label} | {module_label(name)} | {shape} | {s['mean']:.3f} | {s['std']:.3f} "
+                f"| {s['spatial_std']:.3f} | {100 * s['outside']:.1f} % |"
+            )
+    checkpoints = ", ".join(f"{trained.label} `{trained.checkpoint.name}`" for trained in networks)
+    shown = "/".join(str(n) for n in sorted(counted))
+    header = [
+        f"Soft masks M of each attention network's best checkpoint ({checkpoints}) over the first {shown} test "
+        "images. A mask of 0.5 everywhere scales the trunk by a constant, 1.5 under ARL, (1 + M)·T, and 0.5 under "
+        "NAL, M·T: no attention.",
         "",
-        "| module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |",
-        "|---|---|---|---|---|---|",
+        "| network | module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, s in stats.items():
-        shape = f"{s['channels']}×{s['height']}×{s['width']}"
-        lines.append(
-            f"| {module_label(name)} | {shape} | {s['mean']:.3f} | {s['std']:.3f} | {s['spatial_std']:.3f} "
-            f"| {100 * s['outside']:.1f} % |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(header + lines) + "\n"

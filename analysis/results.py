@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.figures import best_attention_network, mask_statistics_markdown, plot_curves, plot_masks
+from analysis.figures import attention_networks, mask_statistics_markdown, plot_curves, plot_masks
 from analysis.paired import comparisons_markdown
 from analysis.table_specs import get_table, load_tables
 from analysis.tables import render, table_runs
@@ -38,17 +38,18 @@ def table_document(name: str, logs: Path, figures: Path | None, document: Path |
     if figures is None:
         return text
     base = document.parent if document is not None else Path.cwd()
-    trained = best_attention_network(table, runs)
+    networks = attention_networks(table, runs)
+    masks = plot_masks(networks[0], figures / f"{name}_masks.png") if networks else None  # the main network's
     drawn = [
         ("Learning curves", plot_curves(table, runs, figures / f"{name}_curves.png")),
-        ("Attention masks of the best network", trained and plot_masks(trained, figures / f"{name}_masks.png")),
+        ("Attention masks of the best network", masks),
     ]
     for title, path in drawn:
         if path is not None:
             link = path.resolve().relative_to(base.resolve()) if path.resolve().is_relative_to(base.resolve()) else path
             text += f"\n### {title}\n\n![{title.lower()}]({link})\n"
-    if trained is not None:
-        text += "\n" + mask_statistics_markdown(trained)
+    if networks:
+        text += "\n" + mask_statistics_markdown(networks)
     return text
 
 

@@ -224,11 +224,21 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     assert "- `data._target_`: 'datamodules.SyntheticDataModule' in 3 run(s) (recipe: 'datamodules.Fashion" in text
     assert "![learning curves](results/fmnist_curves.png)" in text
     assert "![attention masks of the best network](results/fmnist_masks.png)" in text
-    assert "Soft masks M of `best-step0001263-acc0.8100.ckpt` over the first 20 test images" in text
-    assert "| module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |" in text
-    stats = [line.split(" | ") for line in text.splitlines() if line.startswith("| stage ")]
-    assert [row[0] for row in stats] == ["| stage 1, module 1", "| stage 2, module 1", "| stage 3, module 1"]
-    assert all(0 < float(row[2]) < 1 and float(row[3]) > 0 for row in stats)  # a sigmoid's values, not constant
+    # the masks of each attention row's best network: ARL (seed 1 scored higher) and NAL, over all 20 stand-in images
+    assert (
+        "(Attention-56, ARL `best-step0001263-acc0.8100.ckpt`, Attention-56, NAL `best-step0001263-acc0.8100.ckpt`)"
+        in text
+    )
+    assert "over the first 20 test images" in text
+    assert (
+        "| network | module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |"
+        in text
+    )
+    stats = [line.split(" | ") for line in text.splitlines() if line.startswith("| Attention-56, ") and "stage" in line]
+    assert [row[:2] for row in stats] == [
+        [f"| Attention-56, {kind}", f"stage {stage}, module 1"] for kind in ("ARL", "NAL") for stage in (1, 2, 3)
+    ]
+    assert all(0 < float(row[3]) < 1 and float(row[4]) > 0 for row in stats)  # a sigmoid's values, not constant
     # the paper's claims: ARL vs NAL paired on seed 0 (the only seed both rows have), the ResNet row not run yet
     (claim,) = [line.split(" | ") for line in text.splitlines() if line.startswith("| attention residual learning")]
     assert claim[2] == "0"
