@@ -4,7 +4,7 @@ A run is a directory with a saved config, ``.hydra/config.yaml`` (read with Omeg
 one, an offline W&B log ``wandb/offline-run-*/run-*.wandb``. Its metrics are the last value of every column of its
 CSV logs (``csv/metrics.csv`` or ``csv/version_<n>/metrics.csv``, one per restart, newest last), else of its newest
 finished W&B log's summary; other test sizes come from the ``eval_results.json`` files that eval.py wrote for one of
-its checkpoints (as ``test/acc1@<size>``).
+its checkpoints (as ``test/acc1@<size>``). Its ``run.json`` says whether it was resumed under a changed config.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.wandb_offline import DamagedLogError, OfflineRun, read_offline_run
+from lightning_modules.run_directory import RunDirectory
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Run:
     values: dict[str, Any]
     metrics: dict[str, float]
     params: float | None = None
+    config_changes: tuple[dict[str, Any], ...] = ()  # run.json's record of resumptions under a changed config
 
 
 def _hydra_values(path: Path, keys: set[str]) -> dict[str, Any]:
@@ -111,7 +113,8 @@ def load_run(run: Path, keys: set[str]) -> Run:
     for name in ("test/acc1", "test/acc5"):
         if name in metrics and size is not None:
             metrics[f"{name}@{size}"] = metrics[name]
-    return Run(run, values, metrics, params)
+    changes = RunDirectory(run).read_record().get("config_changes", [])
+    return Run(run, values, metrics, params, tuple(c for c in changes if isinstance(c, dict)))
 
 
 def find_run_dirs(logs: Path, task_name: str) -> tuple[Path, list[Path]]:

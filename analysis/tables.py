@@ -182,6 +182,12 @@ def render(table: Table, runs: Sequence[Run], where: Path) -> str:
     if deviations:
         recipe_name = "the paper's recipe (PAPER.md §5)" if paper else f"the recipe of experiment={table.task_name}"
         lines += ["", f"Differences from {recipe_name}:", *[f"- {d}" for d in deviations]]
+    changed = [(run, change) for run in finished for change in run.config_changes]
+    if changed:
+        lines += ["", "Runs resumed under a changed config (their run.json), so trained under two configs:"]
+        for run, change in changed:
+            listed = "; ".join(f"`{key}`: {old!r} -> {new!r}" for key, (old, new) in change.get("changes", {}).items())
+            lines.append(f"- {run.path}, from step {change.get('resumed_at_step')}: {listed}")
     if unfinished:
         lines += ["", "Unfinished runs (no test metric yet):", *[f"- {r.path}" for r in unfinished]]
     if outside:

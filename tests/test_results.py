@@ -207,7 +207,8 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     logs = tmp_path / "logs"
     for seed, acc in enumerate([0.951, 0.953]):
         write_fmnist_run(logs, f"arl-{seed}", {"name": "att56", "net": {"attention_residual": True}}, acc, seed)
-    write_fmnist_run(logs, "nal", {"name": "att56", "net": {"attention_residual": False}}, 0.947)
+    nal = write_fmnist_run(logs, "nal", {"name": "att56", "net": {"attention_residual": False}}, 0.947)
+    RunDirectory(nal).note_config_changes({"trainer.max_epochs": (30, 60)}, step=12630)  # trained longer on resume
     # a stray file named like a better checkpoint is not the one the run recorded, and is never read
     (logs / "fmnist" / "multiruns" / "arl-1" / "checkpoints" / "best-step0009999-acc0.9900.ckpt").write_bytes(b"x")
     document = tmp_path / "RESULTS.md"
@@ -222,6 +223,7 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     assert "Run: `python train.py -m experiment=fmnist model=resnet101`" in text
     # the recipe is conf/experiment/fmnist.yaml's: the stand-in data is reported as the one difference
     assert "- `data._target_`: 'datamodules.SyntheticDataModule' in 3 run(s) (recipe: 'datamodules.Fashion" in text
+    assert f"- {nal}, from step 12630: `trainer.max_epochs`: 30 -> 60" in text  # not like a fresh 60-epoch run
     assert "![learning curves](results/fmnist_curves.png)" in text
     assert "![attention masks of the best network](results/fmnist_masks.png)" in text
     # the masks of each attention row's best network: ARL (seed 1 scored higher) and NAL, over all 20 stand-in images
