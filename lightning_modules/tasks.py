@@ -169,21 +169,21 @@ def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict
     the run directory's name: the schedule's length, devices, ...) is reported; any other change is warned about,
     since the run then mixes two configs (an edited YAML, a changed default)."""
     hydra_cfg, overrides, _ = _hydra_job()
-    before = run.saved_config() if resume is not None else None
-    changes = config_changes(before, cfg) if before is not None else {}
-    if changes:
-        continuing = set(hydra_cfg.job.config.override_dirname.exclude_keys) if hydra_cfg is not None else set()
-        listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-        if changes.keys() <= continuing:
-            log.info("Continuing this run with %s", listed)
-        else:
-            log.warning(
-                "Resuming under a config that differs from the one this run was trained with so far: %s. The run "
-                "continues with the new values (run.json's config_changes keeps the old ones); to train under one "
-                "config, restore the old values, or start over with auto_resume=false.",
-                listed,
-            )
-        run.note_config_changes(changes, resume[1].get("global_step") if resume is not None else None)
+    if resume is not None and (before := run.saved_config()) is not None:
+        changes = config_changes(before, cfg)
+        if changes:
+            continuing = set(hydra_cfg.job.config.override_dirname.exclude_keys) if hydra_cfg is not None else set()
+            listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+            if changes.keys() <= continuing:
+                log.info("Continuing this run with %s", listed)
+            else:
+                log.warning(
+                    "Resuming under a config that differs from the one this run was trained with so far: %s. The "
+                    "run continues with the new values (run.json's config_changes keeps the old ones); to train "
+                    "under one config, restore the old values, or start over with auto_resume=false.",
+                    listed,
+                )
+            run.note_config_changes(changes, resume[1].get("global_step"))
     run.save_config(cfg, hydra_cfg, overrides)
 
 
