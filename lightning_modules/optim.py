@@ -1,7 +1,9 @@
 """Optimisers and learning-rate schedules from plain dicts (so checkpoints hold no config objects).
 
 Optimiser dict: ``{"name": "sgd" | "adamw" | "adam", "lr": ..., ...}`` with the optimiser's own
-keyword arguments, plus ``no_weight_decay_on_norm_and_bias`` (default False, as in the paper).
+keyword arguments, plus ``no_weight_decay_on_norm_and_bias`` (default False, as in the paper) and
+``mask_weight_decay`` (the weight decay of the attention modules' soft-mask branches; default None, the same as
+every other weight, as in the paper).
 
 Scheduler dict: ``{"name": "multistep" | "cosine" | "none", "interval": "step" | "epoch", ...}``.
 With ``interval: step`` the milestones count optimiser steps, so the paper's iteration schedule
@@ -11,6 +13,7 @@ With ``interval: step`` the milestones count optimiser steps, so the paper's ite
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -26,13 +29,36 @@ SCHEDULERS = ("multistep", "cosine", "none")
 INTERVALS = ("step", "epoch")
 
 
-def _parameter_groups(model: nn.Module, weight_decay: float, exclude_norm_and_bias: bool) -> list[dict[str, Any]]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not exclude_norm_and_bias:
-        return [{"params": params, "weight_decay": weight_decay}]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+# The parameters of an attention module's soft-mask branch (resattn's module names: stages.<i>.attention.<j>.mask.).
+MASK_PARAMETER = re.compile(r"(^|\.)attention\.\d+\.mask\.")
+
+
+def _parameter_groups(
+    model: nn.Module, weight_decay: float, exclude_norm_and_bias: bool, mask_weight_decay: float | None
+) -> list[dict[str, Any]]:
+    """One group per weight decay: everything at ``weight_decay``, norm scales and biases at 0 when excluded, and
+    the mask branches' weights at ``mask_weight_decay`` when given (their norms and biases follow the exclusion)."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    masks = [p for name, p in named if mask_weight_decay is not None and MASK_PARAMETER.search(name)]
+    if mask_weight_decay is not None and not masks:
+        raise ValueError(
+            f"optimizer.mask_weight_decay={mask_weight_decay} is set, but this network has no attention mask branches "
+            "(no attention modules, as in the ResNet baselines): leave it null"
+        )
+    mask_ids = {id(p) for p in masks}
+    params = [p for _, p in named if id(p) not in mask_ids]
+    if exclude_norm_and_bias:
+        no_decay = [p for _, p in named if p.ndim <= 1]
+        groups = [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        masks = [p for p in masks if p.ndim > 1]
+    else:
+        groups = [{"params": params, "weight_decay": weight_decay}]
+    if masks:
+        groups.append({"params": masks, "weight_decay": mask_weight_decay})
+    return groups
 
 
 def build_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -43,9 +69,11 @@ def build_optimizer(model: nn.Module, settings: Mapping[str, Any]) -> torch.opti
         raise ValueError(f"unknown optimizer {name!r}; accepted: {sorted(OPTIMIZERS)}")
     exclude = bool(kwargs.pop("no_weight_decay_on_norm_and_bias", False))
     weight_decay = float(kwargs.pop("weight_decay", 0.0))
+    mask_weight_decay = kwargs.pop("mask_weight_decay", None)
+    mask_weight_decay = None if mask_weight_decay is None else float(mask_weight_decay)
     if kwargs.pop("fused", False) and any(p.is_cuda for p in model.parameters()):
         kwargs["fused"] = True
-    return OPTIMIZERS[name](_parameter_groups(model, weight_decay, exclude), **kwargs)
+    return OPTIMIZERS[name](_parameter_groups(model, weight_decay, exclude, mask_weight_decay), **kwargs)
 
 
 RunLength = Callable[[], tuple[int, int]]

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import timm
 import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, TensorDataset
 
+import resattn  # noqa: F401  (registers the variants with timm)
 from lightning_modules import ImageClassifier, NonFiniteLossError
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.checkpoint_loading import load_classifier
@@ -164,6 +166,26 @@ def test_optimizer_settings() -> None:
     assert decays == [(0.0, 3), (0.05, 1)]
     with pytest.raises(ValueError, match="accepted: \\['adam', 'adamw', 'sgd'\\]"):
         build_optimizer(net, {"name": "lamb"})
+
+
+def test_mask_branches_can_have_their_own_weight_decay() -> None:
+    net = timm.create_model("resattn_tiny_cifar", num_classes=10)
+    mask_ids = {id(p) for name, p in net.named_parameters() if ".mask." in name}
+    assert mask_ids and len(mask_ids) < len(list(net.parameters()))
+    plain = build_optimizer(net, {**SGD, "mask_weight_decay": None})
+    assert [g["weight_decay"] for g in plain.param_groups] == [1e-4]  # the paper's: one decay for all
+    free = build_optimizer(net, {**SGD, "mask_weight_decay": 0})
+    assert [g["weight_decay"] for g in free.param_groups] == [1e-4, 0.0]
+    assert {id(p) for p in free.param_groups[1]["params"]} == mask_ids
+    adamw = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "no_weight_decay_on_norm_and_bias": True}
+    split = build_optimizer(net, {**adamw, "mask_weight_decay": 0.5})
+    decay, no_decay, masks = split.param_groups
+    assert (decay["weight_decay"], no_decay["weight_decay"], masks["weight_decay"]) == (0.05, 0.0, 0.5)
+    mask_weights = {id(p) for n, p in net.named_parameters() if ".mask." in n and p.ndim > 1}
+    assert {id(p) for p in masks["params"]} == mask_weights  # the masks' norms and biases go without decay
+    assert all(p.ndim <= 1 for p in no_decay["params"]) and all(id(p) not in mask_ids for p in decay["params"])
+    with pytest.raises(ValueError, match=r"mask_weight_decay=0\.0 is set, but this network has no attention mask"):
+        build_optimizer(timm.create_model("resattn_resnet101_cifar"), {**SGD, "mask_weight_decay": 0})
 
 
 def lrs(settings: dict, steps: int, total: int = 100, per_epoch: int = 10) -> list[float]:
