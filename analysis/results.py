@@ -24,6 +24,7 @@ from analysis.figures import attention_networks, mask_statistics_markdown, plot_
 from analysis.paired import comparisons_markdown
 from analysis.table_specs import get_table, load_tables
 from analysis.tables import render, table_runs
+from resattn.checkpoints import CheckpointError
 
 
 def table_document(name: str, logs: Path, figures: Path | None, document: Path | None) -> str:
@@ -79,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise
         if not reports:
             raise FileNotFoundError(f"no runs of any table ({', '.join(tables)}) found under {args.logs}")
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     command = shlex.join(["python", "-m", "analysis.results", *(argv if argv is not None else sys.argv[1:])])

@@ -271,6 +271,14 @@ def test_mcnemar_exact_p_values() -> None:
     assert even.verdict.startswith("not distinguishable")
 
 
+def test_a_damaged_best_checkpoint_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = write_fmnist_run(tmp_path / "logs", "arl", {"name": "att56", "net": {"attention_residual": True}}, 0.95)
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    best.write_bytes(best.read_bytes()[:1000])
+    assert main(["fmnist", "--logs", str(tmp_path / "logs"), "--output", str(tmp_path / "R.md")]) == 1
+    assert f"error: cannot read checkpoint {best}" in capsys.readouterr().err
+
+
 def test_predictions_are_the_networks_own_on_the_runs_test_split(tmp_path: Path) -> None:
     """correct_on_test_split evaluates the recorded checkpoint on its run's own test split, in order."""
     import torch
