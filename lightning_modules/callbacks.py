@@ -80,8 +80,8 @@ class AttentionMaskLogger(Callback):
 
     The grid is saved as ``<save_dir>/epoch<NNNN>-step<NNNNNNN>.png`` (default ``<trainer.default_root_dir>/masks``;
     the step keeps the grids of several validations within an epoch apart) and, with ``log_to_wandb``, logged to every
-    W&B logger as the image ``attention_masks``. The masks' statistics over the
-    same batch (:func:`~lightning_modules.mask_plots.mask_statistics`) go to every logger (CSV and W&B alike) as
+    W&B logger as the image ``attention_masks``. The masks' statistics over the same batch
+    (:func:`~lightning_modules.mask_plots.mask_statistics`) go to every logger (CSV and W&B alike) as
     ``mask/std/stage<S>_module<M>`` (std of all values), ``mask/spatial_std/...`` (std over positions within a
     channel) and ``mask/outside/...`` (share of values outside [0.4, 0.6]): curves that show whether the masks
     sharpen or collapse towards a constant 0.5 during training. Only rank 0 draws and logs. Needs a validation
