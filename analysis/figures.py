@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis.run_data import finished_best_checkpoint, load_datamodule, split_images
+from analysis.run_data import load_datamodule, recorded_best_checkpoints, split_images
 from analysis.runs import Run, csv_folders
 from analysis.table_specs import Row, Table
 from analysis.tables import matching_runs
@@ -76,13 +76,8 @@ def plot_curves(table: Table, runs: Sequence[Run], path: Path) -> Path | None:
 def row_checkpoint(table: Table, row: Row, runs: Sequence[Run]) -> Path | None:
     """The recorded best checkpoint of the row's finished run with the highest test top-1; runs whose training has
     not finished, or whose checkpoint is gone, are passed over."""
-    finished = [run for run in matching_runs(table, row, runs) if "test/acc1" in run.metrics]
-    for run in sorted(finished, key=lambda r: r.metrics["test/acc1"], reverse=True):
-        try:
-            return finished_best_checkpoint(run.path)
-        except (ValueError, OSError):
-            continue
-    return None
+    found = recorded_best_checkpoints(matching_runs(table, row, runs))
+    return max(found, key=lambda pair: pair[0].metrics["test/acc1"])[1] if found else None
 
 
 @dataclass(frozen=True)

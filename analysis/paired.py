@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from analysis.run_data import finished_best_checkpoint, load_datamodule, run_directory
+from analysis.run_data import load_datamodule, recorded_best_checkpoints, saved_run_config
 from analysis.runs import Run
 from analysis.table_specs import Comparison, Table
 from analysis.tables import matching_runs
@@ -36,12 +36,11 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": to
 
 def run_precision(checkpoint: Path) -> str:
     """The ``trainer.precision`` of the run that wrote ``checkpoint`` (``32-true`` when its config is not there)."""
-    run = run_directory(checkpoint)
-    config = run / ".hydra" / "config.yaml" if run is not None else None
-    if config is None or not config.is_file():
+    cfg = saved_run_config(checkpoint)
+    if cfg is None:
         return "32-true"
     register_resolvers()
-    return str(OmegaConf.select(OmegaConf.load(config), "trainer.precision", default="32-true"))
+    return str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
 
 
 @cache
@@ -101,14 +100,11 @@ class PairedResult:
 def _best_checkpoints_by_seed(table: Table, label: str, runs: Sequence[Run]) -> dict[int, Path]:
     """``{seed: recorded best checkpoint}`` of the row's finished runs (the first run of a seed by path)."""
     found: dict[int, Path] = {}
-    for run in sorted(matching_runs(table, table.row(label), runs), key=lambda r: str(r.path)):
+    row_runs = sorted(matching_runs(table, table.row(label), runs), key=lambda r: str(r.path))
+    for run, checkpoint in recorded_best_checkpoints(row_runs):
         seed = run.values.get("seed")
-        if "test/acc1" not in run.metrics or seed is None or int(seed) in found:
-            continue
-        try:
-            found[int(seed)] = finished_best_checkpoint(run.path)
-        except (ValueError, OSError):
-            continue
+        if seed is not None and int(seed) not in found:
+            found[int(seed)] = checkpoint
     return found
 
 

@@ -12,6 +12,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.runs import Run
 from datamodules.base import ImageDataModule
 from datamodules.user_images import find_images, preprocess
 from lightning_modules.run_directory import RunDirectory
@@ -43,12 +44,27 @@ def finished_best_checkpoint(run: Path) -> Path:
     return path
 
 
+def recorded_best_checkpoints(runs: Sequence[Run]) -> list[tuple[Run, Path]]:
+    """The runs that finished with a test top-1, each with its recorded best checkpoint
+    (:func:`finished_best_checkpoint`), in the given order; runs whose record or checkpoint is missing are passed
+    over."""
+    found = []
+    for run in runs:
+        if "test/acc1" not in run.metrics:
+            continue
+        try:
+            found.append((run, finished_best_checkpoint(run.path)))
+        except (ValueError, OSError):
+            continue
+    return found
+
+
 def default_output(ckpt: Path, name: str) -> Path:
     """``<run>/<name>`` for a checkpoint in ``<run>/checkpoints/``, else ``<name>`` beside the checkpoint."""
     return (run_directory(ckpt) or ckpt.resolve().parent) / name
 
 
-def _saved_config(ckpt: Path) -> DictConfig | None:
+def saved_run_config(ckpt: Path) -> DictConfig | None:
     """The config of the run that wrote ``ckpt``, its ``paths.root_dir`` set to where that run was started."""
     run = run_directory(ckpt)
     if run is None or not (run / ".hydra" / "config.yaml").is_file():
@@ -70,7 +86,7 @@ def data_config(ckpt: Path | None, data: str | None, overrides: Sequence[str] = 
         except MissingConfigException as err:
             raise ValueError(f"unknown data config {data!r}; known: {', '.join(err.options or [])}") from None
     else:
-        found = _saved_config(ckpt) if ckpt is not None else None
+        found = saved_run_config(ckpt) if ckpt is not None else None
         if found is None:
             raise ValueError(
                 f"no run config next to {ckpt} (expected <run>/checkpoints/*.ckpt with <run>/.hydra/config.yaml): "
