@@ -14,12 +14,13 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_modules.mask_plots import (
+    captured_masks,
     figure_rgb,
+    heatmaps_from,
     mask_figure,
-    mask_heatmaps,
-    mask_statistics,
     save_figure,
     stage_module,
+    statistics_from,
 )
 
 
@@ -134,11 +135,12 @@ class AttentionMaskLogger(Callback):
             return
         images, labels = batch
         images = images.to(pl_module.device)
-        for name, stats in mask_statistics(pl_module, images).items():
+        masks = captured_masks(pl_module, images)  # one forward pass for the statistics and the grid
+        for name, stats in statistics_from(masks).items():
             stage, module = stage_module(name)
             for key in ("std", "spatial_std", "outside"):
                 pl_module.log(f"mask/{key}/stage{stage}_module{module}", stats[key], rank_zero_only=True)
-        heatmaps = mask_heatmaps(pl_module, images)
+        heatmaps = heatmaps_from(masks, images.shape[-2:])
         fig = mask_figure(images, heatmaps, labels, f"attention masks M, epoch {epoch}, step {trainer.global_step}")
         if self.log_to_wandb:
             for logger in trainer.loggers:

@@ -40,23 +40,28 @@ def captured_masks(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Te
     return masks
 
 
-def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{module name: (N, H, W)}``: each attention module's mask M (:func:`captured_masks`) averaged over channels
-    and bilinearly upsampled to the images' size."""
+def heatmaps_from(masks: Mapping[str, torch.Tensor], size: Sequence[int]) -> dict[str, torch.Tensor]:
+    """``{module name: (N, H, W)}``: each captured mask M (:func:`captured_masks`) averaged over channels and
+    bilinearly upsampled to ``size`` (the images' ``(H, W)``)."""
     heatmaps = {}
-    for name, mask in captured_masks(model, images).items():
+    for name, mask in masks.items():
         mean = mask.float().mean(dim=1, keepdim=True)
-        heatmaps[name] = F.interpolate(mean, size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0].cpu()
+        heatmaps[name] = F.interpolate(mean, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].cpu()
     return heatmaps
 
 
-def mask_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, float]]:
-    """``{module name: statistics}`` of each attention module's mask M over ``images`` (:func:`captured_masks`): its
-    shape ``(C, H, W)``, mean and std over all values, the std over positions within a channel (averaged over images and
-    channels: how much the mask varies across space), and the share of values outside [0.4, 0.6] (how much of it
-    departs from a flat sigmoid(0) = 0.5)."""
+def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`heatmaps_from` the masks of ``model`` over ``images``, at the images' size."""
+    return heatmaps_from(captured_masks(model, images), images.shape[-2:])
+
+
+def statistics_from(masks: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """``{module name: statistics}`` of each captured mask M (:func:`captured_masks`): its shape ``(C, H, W)``, mean
+    and std over all values, the std over positions within a channel (averaged over images and channels: how much
+    the mask varies across space), and the share of values outside [0.4, 0.6] (how much of it departs from a flat
+    sigmoid(0) = 0.5)."""
     stats = {}
-    for name, mask in captured_masks(model, images).items():
+    for name, mask in masks.items():
         m = mask.float()
         stats[name] = {
             "channels": m.shape[1],
@@ -68,6 +73,11 @@ def mask_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[st
             "outside": ((m - 0.5).abs() > 0.1).float().mean().item(),
         }
     return stats
+
+
+def mask_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, float]]:
+    """:func:`statistics_from` the masks of ``model`` over ``images``."""
+    return statistics_from(captured_masks(model, images))
 
 
 def stage_module(name: str) -> tuple[int, int]:
