@@ -6,8 +6,6 @@ writes a confusion matrix PNG, and classifies a folder of your own images with `
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
@@ -21,7 +19,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Run the evaluation task."""
-    with bad_input_reported(Path(cfg.paths.output_dir) / "eval.log"):
+    with bad_input_reported():
         evaluate(cfg)
 
 

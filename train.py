@@ -5,8 +5,6 @@ Configs live in conf/ (see README.md); the work is done by :func:`lightning_modu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
@@ -20,7 +18,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Run one training job; return ``optimized_metric`` for sweepers (Optuna)."""
-    with bad_input_reported(Path(cfg.paths.output_dir) / "train.log"):
+    with bad_input_reported():
         metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
 

@@ -13,7 +13,6 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -59,12 +58,13 @@ def quiet_known_warnings() -> None:
 
 
 @contextmanager
-def bad_input_reported(log_file: Path | None = None) -> Iterator[None]:
+def bad_input_reported() -> Iterator[None]:
     """In a single run, end on a bad input (missing or damaged data or checkpoints, a wrong size or name, a run
     directory in use, a NaN loss) with its message alone, exit status 1, instead of a traceback: the message says what
-    was wrong and what is accepted. The traceback stays in ``log_file`` when the run got that far, and
-    ``HYDRA_FULL_ERROR=1`` prints it. Other errors (bugs), and every error of a multirun job (Hydra runs the
-    remaining jobs, then reports the failure), pass through unchanged."""
+    was wrong and what is accepted. The traceback stays in the run's log when the run got that far
+    (:meth:`~lightning_modules.run_directory.RunDirectory.logged` names it), and ``HYDRA_FULL_ERROR=1`` prints it.
+    Other errors (bugs), and every error of a multirun job (Hydra runs the remaining jobs, then reports the failure),
+    pass through unchanged."""
     try:
         yield
     except Exception as err:
@@ -72,6 +72,6 @@ def bad_input_reported(log_file: Path | None = None) -> Iterator[None]:
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if not isinstance(cause, BAD_INPUT) or multirun or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        logged = log_file is not None and log_file.is_file() and not isinstance(cause, RunLockedError)  # not its log
-        where = f"the traceback is in {log_file}; " if logged else ""
+        log_file = getattr(err, "traceback_log", None) or getattr(cause, "traceback_log", None)
+        where = f"the traceback is in {log_file}; " if log_file else ""
         raise SystemExit(f"error: {cause}\n({where}HYDRA_FULL_ERROR=1 prints the traceback here)") from None

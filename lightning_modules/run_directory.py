@@ -114,7 +114,8 @@ class RunDirectory:
     @contextmanager
     def logged(self, name: str = "train.log") -> Iterator[None]:
         """Append every log record of the block (all loggers, Python warnings) to ``<run dir>/<name>``, and the
-        traceback of an exception that ends it (into the file only: the console gets Hydra's report of it)."""
+        traceback of an exception that ends it (into the file only: the console gets Hydra's report of it), whose
+        ``traceback_log`` attribute then names the file."""
         handler = logging.FileHandler(self.path / name)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root = logging.getLogger()
@@ -122,8 +123,9 @@ class RunDirectory:
         logging.captureWarnings(True)  # warnings reach the console and the file through logging
         try:
             yield
-        except Exception:
+        except Exception as err:
             handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, "the run failed", None, sys.exc_info()))
+            err.traceback_log = self.path / name  # type: ignore[attr-defined]
             raise
         finally:
             logging.captureWarnings(False)

@@ -169,6 +169,11 @@ def test_only_bad_inputs_lose_their_traceback(monkeypatch: pytest.MonkeyPatch) -
             raise ValueError("image_size=20 does not match")
         except ValueError as err:  # what hydra.utils.instantiate raises for an error of the class it builds
             raise InstantiationException("Error in call to target 'datamodules.X'") from err
+    logged = FileNotFoundError("no such file: data.bin")
+    logged.traceback_log = Path("run/train.log")  # what RunDirectory.logged marks on an error it wrote down
+    expected = r"^error: no such file: data.bin\n\(the traceback is in run/train.log; "
+    with pytest.raises(SystemExit, match=expected), bad_input_reported():
+        raise logged
     with pytest.raises(RuntimeError, match="a bug"), bad_input_reported():
         raise RuntimeError("a bug")  # not a bad input: the traceback stays
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
