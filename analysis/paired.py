@@ -47,16 +47,18 @@ def run_precision(checkpoint: Path) -> str:
 @torch.no_grad()
 def correct_on_test_split(checkpoint: Path) -> torch.Tensor:
     """One bool per image of the test split of ``checkpoint``'s own run config: did the network classify it right?
-    Evaluated on the CPU at the run's precision (autocast for the mixed ones), in the test split's order; once per
-    checkpoint and process (a row's network takes part in several claims)."""
+    Evaluated on the GPU when there is one, else the CPU, at the run's precision (autocast for the mixed ones), in
+    the test split's order; once per checkpoint and process (a row's network takes part in several claims)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     datamodule = load_datamodule(checkpoint, None)
-    model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
+    model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
+    model = model.eval().to(device)
     dtype = AUTOCAST.get(run_precision(checkpoint))
     correct = []
     for images, labels in datamodule.test_dataloader():
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = model(images)
-        correct.append(logits.argmax(dim=1) == labels)
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits = model(images.to(device))
+        correct.append(logits.argmax(dim=1).cpu() == labels)
     return torch.cat(correct)
 
 
