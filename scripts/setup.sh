@@ -23,15 +23,24 @@ fi
 cache="${RESATTN_VENV_CACHE:-$HOME/.cache/resattn}"
 hash=$(sha256sum pyproject.toml | cut -c1-16)
 venv="$cache/venv-$hash"
+# pip -q still relays setuptools' notes on every editable install; show pip's output only when it fails.
+quiet_pip() {
+    local output
+    if ! output=$("$venv/bin/python" -m pip "$@" 2>&1); then
+        printf '%s\n' "$output" >&2
+        return 1
+    fi
+}
 if [ ! -f "$venv/.complete" ]; then
+    echo "Creating the virtual environment $venv (first time for this pyproject.toml: PyTorch, about 6 GB)" >&2
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q -e ".[dev,export,hf,streaming]"
+    quiet_pip install -q --upgrade pip
+    quiet_pip install -q -e ".[dev,export,hf,streaming]"
     touch "$venv/.complete"
 else
     # A cached environment may come from another clone: point the editable install here.
-    "$venv/bin/python" -m pip install -q --no-deps -e .
+    quiet_pip install -q --no-deps -e .
 fi
 if [ -d .venv ] && [ ! -L .venv ]; then
     echo "error: ./.venv is a directory, not the cached environment; remove it and rerun" >&2

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
-from conftest import run_script
+from conftest import ROOT, run_script
 
 from datamodules.fashion_mnist import DEBIAN_DIR
 from resattn import pretrained
@@ -25,6 +29,23 @@ SLICE = 1000
 def read_idx(name: str, header: int) -> np.ndarray:
     """An IDX file of Debian's package as raw bytes after its header (16 bytes for images, 8 for labels)."""
     return np.frombuffer(gzip.decompress((Path(DEBIAN_DIR) / f"{name}.gz").read_bytes()), np.uint8, offset=header)
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_weights_and_the_table_specs(tmp_path: Path) -> None:
+    """A plain (not editable) install gets the tag too: the wheel built from the project holds every file of
+    resattn/weights/ and analysis/tables.yaml (package data that setuptools leaves out unless listed)."""
+    project = tmp_path / "project"  # a copy, so that the build leaves nothing in the checkout
+    for package in (path for path in ROOT.iterdir() if (path / "__init__.py").is_file()):
+        shutil.copytree(package, project / package.name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, project / name)
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path, project]
+    subprocess.run(build, check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("resattn-*.whl")
+    shipped = {f"resattn/weights/{file.name}" for file in pretrained.SHIPPED.iterdir()}
+    assert f"resattn/weights/{SHIPPED_TAG}.pth" in shipped
+    assert shipped | {"analysis/tables.yaml"} <= set(zipfile.ZipFile(wheel).namelist())
 
 
 def test_the_fashion_mnist_tag_is_shipped_and_loads_through_timm() -> None:
