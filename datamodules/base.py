@@ -9,10 +9,12 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
@@ -259,11 +261,30 @@ class ImageDataModule(L.LightningDataModule):
         raise NotImplementedError(f"{type(self).__name__} has no GPU-resident data path (data.gpu_resident)")
 
     # ---- shared behaviour -----------------------------------------------------------------------------------
-    def _download(self, fetch: Callable[[], Any], urls: Sequence[str], by_hand: str) -> None:
-        """Run ``fetch`` (a torchvision download); a network failure becomes one message with the URLs and how to
-        place the files by hand (``by_hand``)."""
+    def _download(
+        self, present: Callable[[], bool], fetch: Callable[[], Any], urls: Sequence[str], by_hand: str
+    ) -> None:
+        """Run ``fetch`` (a torchvision download into ``root``) unless ``present()``; a failure becomes one message
+        with the URLs and how to place the files by hand (``by_hand``).
+
+        Processes that share ``root`` (the jobs of a parallel sweep, two terminals) take turns through a lock file
+        in ``root``: one downloads, the others wait and then find the files present, instead of writing the same
+        archive at once."""
+        if present():
+            return
+        lock = FileLock(Path(self.root) / f".{type(self).__name__}.download.lock")
         try:
-            fetch()
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                log.info("%s: another process is downloading into %s; waiting for it", type(self).__name__, self.root)
+                lock.acquire()
+            try:
+                if not present():
+                    fetch()
+            finally:
+                lock.release()
         except (OSError, RuntimeError) as err:  # URLError is an OSError; torchvision's mirror loop a RuntimeError
             raise DataDownloadError(
                 f"{type(self).__name__}: data.download=true could not fetch {', '.join(urls)} into {self.root} "

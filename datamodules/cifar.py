@@ -76,9 +76,10 @@ class CIFAR10DataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download and extract the official archive when ``download=True`` and files are missing."""
-        if self.hparams.download and not all((self.folder / name).is_file() for name, _ in self._expected_files()):
+        if self.hparams.download:
             url = self.torchvision_cls.url
             self._download(
+                lambda: all((self.folder / name).is_file() for name, _ in self._expected_files()),
                 lambda: self.torchvision_cls(self.root, train=True, download=True),
                 [url],
                 f"download {url} on a machine that has it and extract it into {self.root}, so that {self.folder}/ "

@@ -94,9 +94,10 @@ class FashionMNISTDataModule(ImageDataModule):
 
     def prepare_data(self) -> None:
         """Download into ``<root>/FashionMNIST/raw`` when ``download=True`` and no local copy is found."""
-        if self.hparams.download and self.find_files() is None:
+        if self.hparams.download:
             urls = [f"{FashionMNIST.mirrors[0]}{name}" for name, _ in FashionMNIST.resources]
             self._download(
+                lambda: self.find_files() is not None,
                 lambda: FashionMNIST(self.root, train=True, download=True),
                 urls,
                 f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu, into {DEBIAN_DIR}), or download the four "

@@ -1,6 +1,12 @@
 """Datamodules on real on-disk formats written into tmp_path (CIFAR pickles, IDX files, PNG/JPEG trees)."""
 
+import contextlib
+import hashlib
 import logging
+import tarfile
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import hydra
@@ -10,6 +16,7 @@ import torch
 from files import truncate, write_cifar, write_idx_gz, write_image, write_tree
 from omegaconf import OmegaConf
 from torch.utils.data import SequentialSampler
+from torchvision.datasets import CIFAR10
 
 from datamodules import (
     CIFAR10DataModule,
@@ -130,6 +137,80 @@ def test_cifar_checksums_missing_files_and_format(tmp_path: Path) -> None:
     message = str(err.value)
     assert str(empty / "cifar-10-batches-py") in message
     assert "data.download=true" in message and "https://www.cs.toronto.edu/~kriz/cifar.html" in message
+
+
+def serve_cifar10_archive(folder: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ThreadingHTTPServer, list[str]]:
+    """CIFAR-10's official archive, written from random images, served over HTTP on localhost; torchvision's
+    URL and checksums point at it. Returns the server and the list of its GET requests (each answered slowly, so
+    that downloads overlap)."""
+    write_cifar(folder / "content")
+    batches = folder / "content" / "cifar-10-batches-py"
+    www = folder / "www"
+    www.mkdir()
+    with tarfile.open(www / CIFAR10.filename, "w:gz") as archive:
+        archive.add(batches, arcname=batches.name)
+
+    def md5(path: Path) -> str:
+        return hashlib.md5(path.read_bytes()).hexdigest()
+
+    requests: list[str] = []
+
+    class SlowHandler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(www), **kwargs)
+
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            time.sleep(0.5)
+            with contextlib.suppress(ConnectionError):  # torchvision's redirect probe (a GET) hangs up early
+                super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(CIFAR10, "url", f"http://127.0.0.1:{server.server_port}/{CIFAR10.filename}")
+    monkeypatch.setattr(CIFAR10, "tgz_md5", md5(www / CIFAR10.filename))
+    for attribute in ("train_list", "test_list"):
+        names = [name for name, _ in getattr(CIFAR10, attribute)]
+        monkeypatch.setattr(CIFAR10, attribute, [[name, md5(batches / name)] for name in names])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5(batches / CIFAR10.meta["filename"])})
+    return server, requests
+
+
+def test_jobs_sharing_a_data_root_download_cifar_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, requests = serve_cifar10_archive(tmp_path, monkeypatch)
+    cifar10(tmp_path / "alone", download=True).prepare_data()
+    one_download = list(requests)  # what a job alone asks for (torchvision probes for redirects first)
+    requests.clear()
+    root = tmp_path / "data"
+    jobs = [cifar10(root, download=True) for _ in range(2)]  # two jobs of a sweep starting at once
+    start = threading.Barrier(len(jobs))
+    failures: list[BaseException] = []
+
+    def prepare(job: CIFAR10DataModule) -> None:
+        start.wait()
+        try:
+            job.prepare_data()
+        except BaseException as err:
+            failures.append(err)
+
+    threads = [threading.Thread(target=prepare, args=(job,)) for job in jobs]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        server.shutdown()
+    assert not failures
+    assert one_download and requests == one_download  # one download; the other job waited and found the files
+    for job in jobs:
+        job.setup("fit")
+        assert len(job.train_set) + len(job.val_set) == 60 and len(job.test_set) == 20
+    cifar10(root, download=True).prepare_data()
+    assert requests == one_download  # present: nothing fetched
 
 
 # ---- image folders and ImageNet -------------------------------------------------------------------------------
