@@ -115,7 +115,8 @@ class HFDataModule(EncodedImageDataModule):
         return f"the Hub dataset {hp.name}" if hp.name else f"the local dataset {hp.path}"
 
     def prepare_data(self) -> None:
-        """Download and prepare the Hub dataset (or convert the parquet files) into ``root`` once, on rank 0."""
+        """Download and prepare the Hub dataset (or convert the parquet files) into ``root`` once (``datasets``
+        locks its cache: processes that share ``root`` wait for the one preparing it)."""
         self._open()
 
     def _open(self) -> dict[str, Any]:

@@ -130,10 +130,13 @@ def metrics_as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
 def prepare_datamodule(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
     """The datamodule, its data checked (downloaded when asked) and loaded: a missing dataset is reported here,
     before any logger writes a file. Values found in the data (``num_classes`` of a folder tree) are written into
-    ``cfg.data`` so that the logged config is complete."""
+    ``cfg.data`` so that the logged config is complete.
+
+    Every process prepares the data: downloads into one folder take turns through a lock file (the datamodules'
+    ``_download``; ``datasets`` locks its cache itself), so the ranks of a multi-node job fill a node-local data
+    folder each, or wait for one download into a shared one, instead of looking for files still being fetched."""
     datamodule = instantiate(cfg.data, **overrides)
-    if rank_zero_only.rank == 0:
-        datamodule.prepare_data()
+    datamodule.prepare_data()
     datamodule.setup("fit")
     with open_dict(cfg):
         cfg.data.num_classes = datamodule.num_classes
