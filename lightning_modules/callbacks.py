@@ -24,9 +24,18 @@ from lightning_modules.mask_plots import (
 )
 
 
+def stop_requested(trainer: L.Trainer) -> bool:
+    """Whether the run is being stopped (SIGTERM, or Ctrl-C: :mod:`lightning_modules.stopping`); Lightning ends the
+    training step first. Under DDP the ranks agree, so that all of them take part in the save."""
+    if trainer.world_size == 1:
+        return trainer.received_sigterm
+    return trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False)
+
+
 class LastCheckpoint(Checkpoint):
-    """Keep ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` optimiser steps and after each
-    epoch (once its validation ran, so ``val/acc1_best`` is included).
+    """Keep ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` optimiser steps, after each epoch (once
+    its validation ran, so ``val/acc1_best`` is included), and at the step where a stop is requested (SIGTERM,
+    Ctrl-C), so that a stopped run loses nothing.
 
     The file is written beside the target and renamed over it, so a run killed while saving (even with
     SIGKILL) still has a complete last.ckpt, and rerunning the command resumes from it.
@@ -66,7 +75,7 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step % self.every_n_train_steps == 0:
+        if trainer.global_step % self.every_n_train_steps == 0 or stop_requested(trainer):
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -21,14 +21,17 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.trainer.states import TrainerStatus
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.checkpoint_loading import check_fits, load_classifier, load_pretrained
 from lightning_modules.console import quiet_known_warnings
 from lightning_modules.eval_outputs import predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.run_report import eval_command, length_text, report_run, shown
+from lightning_modules.stopping import ctrl_c_stops_at_a_step, stopped_message
 from resattn.checkpoints import CheckpointError, read_checkpoint
 from resattn.pretrained import available as pretrained_weights
 
@@ -231,20 +234,28 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
         if own_last:
             log.info("Resuming from %s (auto_resume; set auto_resume=false to start over)", shown(ckpt_path))
         del resume  # the lazily mapped checkpoint: Lightning reads the file itself
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        if trainer.state.status != TrainerStatus.FINISHED:
-            return metrics_as_floats(trainer.callback_metrics)
-        metrics = metrics_as_floats(trainer.callback_metrics)
-        if "val/acc1_best" not in metrics and model.best_val_acc1() is not None:  # fit had nothing left to do
-            metrics["val/acc1_best"] = model.best_val_acc1()
-        best = next(
-            (cb.best_model_path for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path), None
-        )
-        if cfg.get("test", True):
-            if best is None:
-                log.warning("No best checkpoint on val/acc1; testing the final weights")
-            trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-            metrics.update(metrics_as_floats(trainer.callback_metrics))
+        with ctrl_c_stops_at_a_step() as stop:
+            try:
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+                if trainer.state.status != TrainerStatus.FINISHED:
+                    return metrics_as_floats(trainer.callback_metrics)
+                metrics = metrics_as_floats(trainer.callback_metrics)
+                if "val/acc1_best" not in metrics and model.best_val_acc1() is not None:  # fit had nothing left to do
+                    metrics["val/acc1_best"] = model.best_val_acc1()
+                best = next(
+                    (cb.best_model_path for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path),
+                    None,
+                )
+                if cfg.get("test", True):
+                    if best is None:
+                        log.warning("No best checkpoint on val/acc1; testing the final weights")
+                    trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+                    metrics.update(metrics_as_floats(trainer.callback_metrics))
+            except SIGTERMException:  # SIGTERM or Ctrl-C, at a step boundary: say so and exit with its status
+                if trainer.is_global_zero:
+                    last = next((cb.path for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
+                    log.warning(stopped_message(stop, trainer.global_step, last))
+                raise SystemExit(stop.exit_status) from None
     finally:
         finish_wandb(loggers)
     if run is not None:

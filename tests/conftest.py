@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -107,15 +108,23 @@ def run_script(
     return proc
 
 
-def start_script(script: str, *args: str, cwd: Path) -> subprocess.Popen:
-    """Start ``python <script> args`` from ``cwd`` in the background (output discarded), to stop or kill it."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=cwd,
-        env={**os.environ, **SCRIPT_ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def start_script(script: str, *args: str, cwd: Path, output: Path | None = None) -> subprocess.Popen:
+    """Start ``python <script> args`` from ``cwd`` in the background, to stop or kill it: its output goes to the file
+    ``output`` (else nowhere), and Ctrl-C (SIGINT) reaches it as in a terminal, even where the tests run with it
+    ignored."""
+    sink = output.open("w") if output is not None else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / script), *args],
+            cwd=cwd,
+            env={**os.environ, **SCRIPT_ENV},
+            stdout=sink,
+            stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    finally:
+        if output is not None:
+            sink.close()
 
 
 def quiet_trainer(tmp_path: Path, **kw: object) -> L.Trainer:
