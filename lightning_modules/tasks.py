@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from lightning_modules.console import quiet_known_warnings
 from lightning_modules.eval_outputs import predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.run_report import eval_command, length_text, report_run, shown
-from lightning_modules.stopping import ctrl_c_stops_at_a_step, stopped_message
+from lightning_modules.stopping import StopRequest, ctrl_c_stops_at_a_step, stopped_message
 from resattn.checkpoints import CheckpointError, read_checkpoint
 from resattn.pretrained import available as pretrained_weights
 
@@ -316,6 +317,9 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
             predictions = predict_folder(model, first, Path(cfg.predict_dir), out / "predictions.csv")
             results["predictions"] = str(predictions.path)
             results["unreadable_images"] = predictions.unreadable
+    except SIGTERMException:
+        log.warning("Stopped by SIGTERM; %s holds the test sizes finished before it", shown(out / "eval_results.json"))
+        raise SystemExit(StopRequest(signal.SIGTERM).exit_status) from None
     finally:
         finish_wandb(loggers)
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))

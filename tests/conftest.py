@@ -127,6 +127,12 @@ def start_script(script: str, *args: str, cwd: Path, output: Path | None = None)
             sink.close()
 
 
+def latest_step(run: Path) -> int:
+    """The ``global_step`` of a run directory's last.ckpt (-1 before it has one)."""
+    path = run / "checkpoints" / "last.ckpt"
+    return torch.load(path, weights_only=True)["global_step"] if path.is_file() else -1
+
+
 def quiet_trainer(tmp_path: Path, **kw: object) -> L.Trainer:
     """A one-epoch CPU Trainer writing nothing (no logger, checkpoints, progress bar or summary); ``kw`` overrides."""
     defaults = dict(

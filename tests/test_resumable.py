@@ -1,9 +1,7 @@
-"""Exact resumption: seeded epoch order and augmentation, mid-epoch loader state, a real kill -9, SIGTERM and
-Ctrl-C."""
+"""Exact resumption: seeded epoch order and augmentation, mid-epoch loader state, and a real kill -9."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -11,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMOKE, run_script, start_script
+from conftest import SMOKE, latest_step, run_script, start_script
 
 from datamodules import SyntheticDataModule
 from datamodules.resumable import EpochSampler, sample_seed
@@ -71,11 +69,6 @@ def test_loader_resumes_mid_epoch_with_the_same_augmented_batches(workers: int) 
     assert len(batches(resumed)) == 6  # the next epoch is whole again
 
 
-def _latest_step(run: Path) -> int:
-    path = run / "checkpoints" / "last.ckpt"
-    return torch.load(path, weights_only=True)["global_step"] if path.is_file() else -1
-
-
 @pytest.mark.slow
 def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     """SIGKILL after a mid-epoch checkpoint; the rerun of the same command continues from it and, on
@@ -96,14 +89,14 @@ def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(tmp_path: Path
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         run = next(runs.glob("*"), None) if runs.exists() else None
-        if run is not None and _latest_step(run) >= 15:  # in epoch 2, past a mid-epoch save
+        if run is not None and latest_step(run) >= 15:  # in epoch 2, past a mid-epoch save
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     run = next(runs.glob("*"))
-    killed_at = _latest_step(run)
+    killed_at = latest_step(run)
     assert 15 <= killed_at < 22
 
     resumed = run_script("train.py", *overrides, cwd=crashed)
@@ -117,54 +110,3 @@ def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(tmp_path: Path
     expected, got = final(clean), final(crashed)
     for name, value in expected.items():
         assert torch.equal(value, got[name]), name
-
-
-STOPPED_RUN = [
-    *SMOKE,
-    "data.num_train_samples=400",  # 11 batches per epoch
-    "trainer.max_epochs=3",
-    "callbacks.last_checkpoint.every_n_train_steps=1000",  # only epoch ends and stops write last.ckpt
-    "logger=csv",
-]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    """The final weights of :data:`STOPPED_RUN` trained without a stop."""
-    clean = tmp_path_factory.mktemp("uninterrupted")
-    run_script("train.py", *STOPPED_RUN, cwd=clean)
-    return torch.load(next(clean.glob("logs/train/runs/*/checkpoints/last.ckpt")), weights_only=True)["state_dict"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("stop", "status", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
-def test_a_stopped_run_saves_its_step_and_the_rerun_matches_an_uninterrupted_run(
-    stop: signal.Signals, status: int, name: str, tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
-) -> None:
-    """SIGTERM (a scheduler, ``kill``) or Ctrl-C mid-epoch: the run ends at the end of its training step with
-    last.ckpt written there, says so, exits with the signal's status (not 0), and the rerun of the same command
-    ends with exactly the weights of a run never stopped."""
-    output = tmp_path / "output.txt"
-    proc = start_script("train.py", *STOPPED_RUN, cwd=tmp_path, output=output)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        run = next((tmp_path / "logs" / "train" / "runs").glob("*"), None)
-        if run is not None and _latest_step(run) >= 11:  # the first epoch is saved: stop in the second
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be stopped"
-    os.kill(proc.pid, stop)
-    assert proc.wait(timeout=60) == status
-    said = output.read_text()
-    stopped_at = _latest_step(run)
-    assert 11 < stopped_at < 33
-    assert f"Stopped by {name} at step {stopped_at};" in said and f"holds step {stopped_at}. Rerun" in said
-    assert "Traceback" not in said and (run / ".lock").read_text() == ""
-    assert not (run / "run.json").is_file() or "finished" not in json.loads((run / "run.json").read_text())
-
-    resumed = run_script("train.py", *STOPPED_RUN, cwd=tmp_path)
-    assert "Resuming from" in resumed.stdout + resumed.stderr
-    final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert final["global_step"] == 33
-    for key, value in uninterrupted.items():
-        assert torch.equal(value, final["state_dict"][key]), key
