@@ -170,6 +170,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return _train(cfg, run)
 
 
+def run_length(trainer: DictConfig) -> dict[str, int | None]:
+    """``trainer.max_steps`` and ``trainer.max_epochs``, checked: whole numbers, -1 or null (no limit). They decide
+    whether a run has finished, so a bad value is refused before the run directory's record is touched."""
+    length = {"max_steps": trainer.get("max_steps"), "max_epochs": trainer.get("max_epochs")}
+    for key, value in length.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
+            raise ValueError(
+                f"trainer.{key}={value!r} is not a run length: give a whole number (e.g. "
+                f"trainer.{key}=60), or -1 or null for no limit"
+            )
+    return length
+
+
 def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict[str, Any]] | None) -> None:
     """Save this command's config in the run directory; when it resumes the run under a different config, say which
     keys changed and add them to the run's record first. Changing the keys that continue a run (those left out of
@@ -195,7 +208,7 @@ def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict
 
 
 def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
-    length = {"max_steps": cfg.trainer.get("max_steps"), "max_epochs": cfg.trainer.get("max_epochs")}
+    length = run_length(cfg.trainer)
     resume = resume_checkpoint(cfg)
     own_last = resume is not None and not cfg.get("ckpt_path")
     _, overrides, data_choice = _hydra_job()

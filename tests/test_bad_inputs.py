@@ -140,6 +140,15 @@ def test_the_trainer_limits_are_plain_overrides(tmp_path: Path) -> None:
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
+@pytest.mark.parametrize("override", ["trainer.max_epochs=abc", "trainer.max_steps=1.5", "trainer.max_epochs=-2"])
+def test_a_run_length_that_is_not_a_whole_number_is_refused(override: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [*SMOKE, "logger=csv", override], tmp_path)
+    key, value = override.split("=")
+    with pytest.raises(ValueError, match=rf"^{key}='?{value}'? is not a run length: give a whole number"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_bad_input_ends_the_command_with_its_message_alone(tmp_path: Path) -> None:
     """One line says what is wrong (exit status 1, no traceback); the traceback is in the run's log, the run directory
     is released (the next run takes nothing over), and HYDRA_FULL_ERROR=1 shows the traceback."""
