@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from datamodules.user_images import find_images
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.checkpoint_loading import check_fits, load_classifier, load_pretrained
 from lightning_modules.console import quiet_known_warnings
@@ -35,6 +36,7 @@ from lightning_modules.run_report import eval_command, length_text, report_run, 
 from lightning_modules.stopping import StopRequest, ctrl_c_stops_at_a_step, stopped_message
 from resattn.checkpoints import CheckpointError, read_checkpoint
 from resattn.pretrained import available as pretrained_weights
+from resattn.pretrained import find as find_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -290,20 +292,37 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         return _evaluate(cfg, out)
 
 
-def evaluated_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
-    """The network eval.py tests: a training checkpoint (``ckpt_path``) or pretrained weights (``pretrained``)."""
+def check_eval_inputs(cfg: DictConfig) -> None:
+    """What eval.py can check before it loads the data: exactly one network source (``ckpt_path`` or
+    ``pretrained``) that exists, and a ``predict_dir`` with images in it."""
     if bool(cfg.get("ckpt_path")) == bool(cfg.get("pretrained")):
         available = ", ".join(pretrained_weights()) or "none installed"
         raise ValueError(
             "eval.py needs exactly one of ckpt_path=<checkpoint written by train.py> or "
             f"pretrained=<variant>.<tag> (pretrained weights available: {available})"
         )
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"ckpt_path={cfg.ckpt_path} does not exist; give a checkpoint written by train.py (a run's "
+            "checkpoints/best-*.ckpt or last.ckpt)"
+        )
+    if cfg.get("pretrained"):
+        find_pretrained(cfg.pretrained)
+    if cfg.get("predict_dir"):
+        if not Path(cfg.predict_dir).is_dir():
+            raise FileNotFoundError(f"predict_dir={cfg.predict_dir} is not a directory of images")
+        find_images([cfg.predict_dir])
+
+
+def evaluated_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
+    """The network eval.py tests: a training checkpoint (``ckpt_path``) or pretrained weights (``pretrained``)."""
     if cfg.get("pretrained"):
         return load_pretrained(cfg.pretrained, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
     return load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
 
 
 def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    check_eval_inputs(cfg)  # before minutes of data loading
     L.seed_everything(cfg.seed, workers=True)
     sizes = list(cfg.get("test_sizes") or []) or [cfg.data.image_size]
     datamodules = {size: prepare_datamodule(cfg, image_size=size) for size in sizes}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,27 @@ def test_a_failed_download_says_what_failed_and_how_to_place_the_files(
     assert UNREACHABLE in message and "Without network access" in message and str(tmp_path / "data") in message
     assert not (tmp_path / "run" / "csv").exists() and not (tmp_path / "run" / "wandb").exists()
     assert "Without network access" in (tmp_path / "run" / "train.log").read_text()  # the log holds the error
+
+
+def test_eval_checks_its_inputs_before_it_loads_the_data(tmp_path: Path) -> None:
+    """Data that are not there (CIFAR-10 in an empty folder) would fail too, but later: each of these inputs is
+    reported first, not after minutes of loading and testing."""
+    checkpoint = save_classifier(tmp_path / "model.ckpt", "resattn_tiny_cifar", num_classes=10)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_data = ["data=cifar10", f"data.root={tmp_path / 'no_cifar'}"]
+    cases = {
+        "": "eval.py needs exactly one of ckpt_path=",
+        f"ckpt_path={tmp_path / 'nope.ckpt'}": "nope.ckpt does not exist; give a checkpoint written by train.py",
+        "pretrained=resattn56_cifar.nope": "unknown pretrained weights 'resattn56_cifar.nope'; available:",
+        f"predict_dir={tmp_path / 'nowhere'}": "nowhere is not a directory of images",
+        f"predict_dir={empty}": "no images (.png",
+    }
+    for override, message in cases.items():
+        source = [] if override.startswith(("ckpt_path", "pretrained")) or not override else [f"ckpt_path={checkpoint}"]
+        overrides = [*source, *([override] if override else []), *no_data]
+        with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
+            evaluate(compose_config("eval", overrides, tmp_path / "eval"))
 
 
 def test_one_unreadable_image_does_not_throw_away_an_evaluation(tmp_path: Path) -> None:
