@@ -35,7 +35,8 @@ def stop_requested(trainer: L.Trainer) -> bool:
 class LastCheckpoint(Checkpoint):
     """Keep ``<dirpath>/last.ckpt`` current: every ``every_n_train_steps`` optimiser steps, after each epoch (once
     its validation ran, so ``val/acc1_best`` is included), and at the step where a stop is requested (SIGTERM,
-    Ctrl-C), so that a stopped run loses nothing.
+    Ctrl-C), so that a stopped run loses nothing. Always right after an optimiser step: with gradient accumulation,
+    never between the micro-batches of one step.
 
     The file is written beside the target and renamed over it, so a run killed while saving (even with
     SIGKILL) still has a complete last.ckpt, and rerunning the command resumes from it.
@@ -55,6 +56,7 @@ class LastCheckpoint(Checkpoint):
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
         self._saved_step = -1
+        self._step_at_batch_start = -1
 
     @property
     def path(self) -> Path:
@@ -74,7 +76,12 @@ class LastCheckpoint(Checkpoint):
             os.replace(partial, self.path)
         self._saved_step = trainer.global_step
 
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._step_at_batch_start = trainer.global_step
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self._step_at_batch_start:
+            return  # within a gradient accumulation: its gradients so far would be in no checkpoint
         if trainer.global_step % self.every_n_train_steps == 0 or stop_requested(trainer):
             self.save(trainer)
 

@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import timm
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, TensorDataset
@@ -145,6 +146,34 @@ def test_nan_loss_stops_before_any_checkpoint_holds_its_weights(tmp_path: Path) 
     weights = {k: v for k, v in saved["state_dict"].items() if k.startswith("net.") and v.is_floating_point()}
     assert len(weights) > 10 and all(v.isfinite().all() for v in weights.values())
     assert sorted(p.name for p in last.dirpath.iterdir()) == ["last.ckpt"]  # no partial file of step 4
+
+
+def test_last_checkpoint_is_written_right_after_optimizer_steps_only(tmp_path: Path) -> None:
+    """With gradient accumulation the gradients of a step's first micro-batches are in no checkpoint, so last.ckpt
+    is written only after the step's last one, also in a resumed run (whose first micro-batch sits at a step that
+    is a multiple of every_n_train_steps)."""
+    train, val = loaders()  # 4 micro-batches per epoch: 2 steps of 2
+    last = LastCheckpoint(str(tmp_path / "ckpt"), every_n_train_steps=1)
+    written: list[tuple[int, int]] = []
+
+    class SeeLastCheckpoint(Callback):
+        def on_train_batch_start(self, *args: object) -> None:
+            if last.path.is_file():
+                ckpt = torch.load(last.path, weights_only=True)
+                micro_batches = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["processed"]
+                written.append((ckpt["global_step"], micro_batches))
+
+    for epochs in (1, 2):  # the second fit resumes the first
+        trainer = quiet_trainer(
+            tmp_path,
+            callbacks=[SeeLastCheckpoint(), last],
+            accumulate_grad_batches=2,
+            max_epochs=epochs,
+            enable_checkpointing=True,
+        )
+        trainer.fit(tiny_classifier(), train, val, ckpt_path=last.path if epochs == 2 else None, weights_only=True)
+    assert written and all(micro_batches == 2 * step for step, micro_batches in written), written
+    assert torch.load(last.path, weights_only=True)["global_step"] == 4
 
 
 def test_nan_loss_is_found_on_logging_steps_without_checkpoints(tmp_path: Path) -> None:
