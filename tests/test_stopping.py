@@ -1,11 +1,13 @@
-"""Stopping a run with a signal (SIGTERM from a scheduler or ``kill``, Ctrl-C): train.py ends at a step boundary
-with last.ckpt written there and resumes exactly; eval.py keeps what it finished. Real signals to real scripts."""
+"""Interrupted runs: kill -9, SIGTERM (a scheduler, ``kill``) and Ctrl-C. train.py resumes exactly where the last
+checkpoint left it; a stop (SIGTERM, Ctrl-C) ends at a step boundary with last.ckpt written there and a failing exit
+status; eval.py keeps what it finished. Real signals to real scripts."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -13,55 +15,94 @@ import pytest
 import torch
 from conftest import SMOKE, latest_step, run_script, start_script
 
-STOPPED_RUN = [
+RUN = [
     *SMOKE,
-    "data.num_train_samples=400",  # 11 batches per epoch
+    "data.num_train_samples=400",  # 11 batches per epoch, 33 steps
     "trainer.max_epochs=3",
-    "callbacks.last_checkpoint.every_n_train_steps=1000",  # only epoch ends and stops write last.ckpt
     "logger=csv",
 ]
+ONLY_STOPS_SAVE = "callbacks.last_checkpoint.every_n_train_steps=1000"  # besides the ends of epochs
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    """The final weights of :data:`STOPPED_RUN` trained without a stop."""
+    """The final weights of :data:`RUN` trained without an interruption (how often last.ckpt is written does not
+    change them)."""
     clean = tmp_path_factory.mktemp("uninterrupted")
-    run_script("train.py", *STOPPED_RUN, cwd=clean)
-    return torch.load(next(clean.glob("logs/train/runs/*/checkpoints/last.ckpt")), weights_only=True)["state_dict"]
+    run_script("train.py", *RUN, cwd=clean)
+    final = torch.load(next(clean.glob("logs/train/runs/*/checkpoints/last.ckpt")), weights_only=True)
+    assert final["global_step"] == 33
+    return final["state_dict"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("stop", "status", "name"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
-def test_a_stopped_run_saves_its_step_and_the_rerun_matches_an_uninterrupted_run(
-    stop: signal.Signals, status: int, name: str, tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
-) -> None:
-    """SIGTERM (a scheduler, ``kill``) or Ctrl-C mid-epoch: the run ends at the end of its training step with
-    last.ckpt written there, says so, exits with the signal's status (not 0), and the rerun of the same command
-    ends with exactly the weights of a run never stopped."""
-    output = tmp_path / "output.txt"
-    proc = start_script("train.py", *STOPPED_RUN, cwd=tmp_path, output=output)
+def interrupt(cwd: Path, overrides: list[str], after_step: int, how: signal.Signals) -> tuple[subprocess.Popen, Path]:
+    """Start ``train.py`` in ``cwd``, send ``how`` once its last.ckpt holds ``after_step`` or later, wait for it to
+    end; return the process and its run directory. Its output is in ``cwd/output.txt``."""
+    proc = start_script("train.py", *overrides, cwd=cwd, output=cwd / "output.txt")
+    runs = cwd / "logs" / "train" / "runs"
     deadline = time.time() + 240
+    run = None
     while time.time() < deadline and proc.poll() is None:
-        run = next((tmp_path / "logs" / "train" / "runs").glob("*"), None)
-        if run is not None and latest_step(run) >= 11:  # the first epoch is saved: stop in the second
+        run = next(runs.glob("*"), None) if runs.exists() else None
+        if run is not None and latest_step(run) >= after_step:
             break
         time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be stopped"
-    os.kill(proc.pid, stop)
-    assert proc.wait(timeout=60) == status
-    said = output.read_text()
-    stopped_at = latest_step(run)
-    assert 11 < stopped_at < 33
-    assert f"Stopped by {name} at step {stopped_at};" in said and f"holds step {stopped_at}. Rerun" in said
-    assert "Traceback" not in said and (run / ".lock").read_text() == ""
-    assert not (run / "run.json").is_file() or "finished" not in json.loads((run / "run.json").read_text())
+    assert run is not None and proc.poll() is None, "the run finished before it could be interrupted"
+    os.kill(proc.pid, how)
+    proc.wait(timeout=60)
+    return proc, run
 
-    resumed = run_script("train.py", *STOPPED_RUN, cwd=tmp_path)
+
+def assert_resumes_exactly(cwd: Path, run: Path, overrides: list[str], expected: dict[str, torch.Tensor]) -> None:
+    resumed = run_script("train.py", *overrides, cwd=cwd)
     assert "Resuming from" in resumed.stdout + resumed.stderr
     final = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 33
-    for key, value in uninterrupted.items():
-        assert torch.equal(value, final["state_dict"][key]), key
+    for name, value in expected.items():
+        assert torch.equal(value, final["state_dict"][name]), name
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(
+    tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
+) -> None:
+    """SIGKILL after a mid-epoch checkpoint: the rerun of the same command continues from it and, on CPU with a
+    fixed seed, ends with exactly the weights of a run that was never interrupted."""
+    overrides = [*RUN, "callbacks.last_checkpoint.every_n_train_steps=3"]
+    proc, run = interrupt(tmp_path, overrides, after_step=15, how=signal.SIGKILL)  # in epoch 2, past a save
+    assert proc.returncode == -signal.SIGKILL
+    assert 15 <= latest_step(run) < 33
+    assert_resumes_exactly(tmp_path, run, overrides, uninterrupted)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_at_a_step_with_last_ckpt_written_there_and_the_rerun_matches(
+    tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
+) -> None:
+    """SIGTERM mid-epoch: the run ends at the end of its training step with last.ckpt written there (no other save
+    was due), says so, exits 143 (not 0: a scheduler sees a stopped job), releases its directory without marking it
+    finished, and the rerun ends with exactly the weights of a run never stopped."""
+    overrides = [*RUN, ONLY_STOPS_SAVE]
+    proc, run = interrupt(tmp_path, overrides, after_step=11, how=signal.SIGTERM)  # stop in the second epoch
+    assert proc.returncode == 143
+    said = (tmp_path / "output.txt").read_text()
+    stopped_at = latest_step(run)
+    assert 11 < stopped_at < 33
+    assert f"Stopped by SIGTERM at step {stopped_at};" in said and f"holds step {stopped_at}. Rerun" in said
+    assert "Traceback" not in said and (run / ".lock").read_text() == ""
+    record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
+    assert "finished" not in record
+    assert_resumes_exactly(tmp_path, run, overrides, uninterrupted)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_a_step_like_sigterm(tmp_path: Path) -> None:
+    proc, run = interrupt(tmp_path, [*RUN, ONLY_STOPS_SAVE], after_step=11, how=signal.SIGINT)
+    assert proc.returncode == 130
+    said = (tmp_path / "output.txt").read_text()
+    stopped_at = latest_step(run)
+    assert 11 < stopped_at < 33 and "Ctrl-C: stopping at the end of this training step" in said
+    assert f"Stopped by Ctrl-C at step {stopped_at};" in said and "Traceback" not in said
 
 
 @pytest.mark.slow
