@@ -36,19 +36,30 @@ class StopRequest:
         return 128 + int(self.signal)
 
 
+# The pid of the process that turns Ctrl-C into a stop; the DDP ranks it starts (Lightning's launcher re-runs the
+# script with its environment) see another pid here and leave the stop to it.
+OWNER = "RESATTN_CTRL_C_OWNER"
+
+
 @contextmanager
 def ctrl_c_stops_at_a_step() -> Iterator[StopRequest]:
     """During the block, the first Ctrl-C asks for a stop as SIGTERM does (once the trainer handles SIGTERM; before,
-    it interrupts as usual); a second Ctrl-C interrupts at once. Nothing changes outside the main thread or where
-    Ctrl-C is ignored (a background job of a script)."""
+    it interrupts as usual); a second Ctrl-C interrupts at once. A DDP rank started by this process ignores the
+    first Ctrl-C (the terminal sends it to every rank): the first process stops it, as Lightning does on SIGTERM.
+    Nothing changes outside the main thread or where Ctrl-C is ignored (a background job of a script)."""
     request = StopRequest()
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
         yield request
         return
+    owner = os.environ.get(OWNER)
+    started_by_owner = owner is not None and owner != str(os.getpid())
 
     def first_ctrl_c(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, previous)  # the next press interrupts at once
+        if started_by_owner:
+            request.signal = signal.SIGINT
+            return
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):  # no trainer listening yet
             raise KeyboardInterrupt
         request.signal = signal.SIGINT
@@ -56,10 +67,14 @@ def ctrl_c_stops_at_a_step() -> Iterator[StopRequest]:
         os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGINT, first_ctrl_c)
+    if not started_by_owner:
+        os.environ[OWNER] = str(os.getpid())
     try:
         yield request
     finally:
         signal.signal(signal.SIGINT, previous)
+        if not started_by_owner:
+            os.environ.pop(OWNER, None)
 
 
 def stopped_message(request: StopRequest, step: int, last_checkpoint: Path | None) -> str:

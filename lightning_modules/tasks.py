@@ -185,6 +185,20 @@ def run_length(trainer: DictConfig) -> dict[str, int | None]:
     return length
 
 
+def check_not_shortened(path: Path, checkpoint: Mapping[str, Any], length: Mapping[str, int | None]) -> None:
+    """Refuse to resume a checkpoint that has trained past the run's length: training cannot be undone."""
+    epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    done = {"max_epochs": epochs.get("processed"), "max_steps": checkpoint.get("global_step")}  # whole epochs
+    for key, limit in length.items():
+        if limit not in (None, -1) and done[key] is not None and done[key] > limit:
+            unit = "epochs" if key == "max_epochs" else "steps"
+            raise ValueError(
+                f"{shown(path)} has trained {done[key]} {unit}, more than trainer.{key}={limit}: a run cannot be made "
+                f"shorter. Give trainer.{key}={done[key]} or more, evaluate the checkpoint with eval.py, or start "
+                "over with auto_resume=false"
+            )
+
+
 def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict[str, Any]] | None) -> None:
     """Save this command's config in the run directory; when it resumes the run under a different config, say which
     keys changed and add them to the run's record first. Changing the keys that continue a run (those left out of
@@ -226,6 +240,8 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
             best = finished.get("best_checkpoint")
             report_run(run.path, finished["metrics"], best, eval_command(best, data_choice, overrides))
             return dict(finished["metrics"])  # its saved config stays the one it was trained with
+    if resume is not None:
+        check_not_shortened(resume[0], resume[1], length)
     if run is not None:
         save_run_config(run, cfg, resume if own_last else None)
 

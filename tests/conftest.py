@@ -108,10 +108,13 @@ def run_script(
     return proc
 
 
-def start_script(script: str, *args: str, cwd: Path, output: Path | None = None) -> subprocess.Popen:
+def start_script(
+    script: str, *args: str, cwd: Path, output: Path | None = None, process_group: bool = False
+) -> subprocess.Popen:
     """Start ``python <script> args`` from ``cwd`` in the background, to stop or kill it: its output goes to the file
     ``output`` (else nowhere), and Ctrl-C (SIGINT) reaches it as in a terminal, even where the tests run with it
-    ignored."""
+    ignored. With ``process_group`` it leads a process group of its own (its pid), which ``os.killpg`` signals as a
+    terminal does its foreground job (every DDP rank)."""
     sink = output.open("w") if output is not None else subprocess.DEVNULL
     try:
         return subprocess.Popen(
@@ -121,6 +124,7 @@ def start_script(script: str, *args: str, cwd: Path, output: Path | None = None)
             stdout=sink,
             stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            start_new_session=process_group,
         )
     finally:
         if output is not None:

@@ -171,6 +171,18 @@ def test_a_run_length_that_is_not_a_whole_number_is_refused(override: str, tmp_p
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_a_run_cannot_be_made_shorter_than_it_has_trained(tmp_path: Path) -> None:
+    train(compose_config("train", [*SMOKE, "logger=csv"], tmp_path))  # 2 epochs of 5 steps
+    for override, trained in [("trainer.max_epochs=1", "2 epochs"), ("trainer.max_steps=4", "10 steps")]:
+        cfg = compose_config("train", [*SMOKE, "logger=csv", override], tmp_path)
+        key, limit = override.split("=")
+        with pytest.raises(ValueError, match=rf"last.ckpt has trained {trained}, more than {key}={limit}: a run"):
+            train(cfg)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["finished"]["length"]["max_epochs"] == 2
+    cfg = compose_config("train", [*SMOKE, "logger=csv", "trainer.max_epochs=3"], tmp_path)
+    assert "test/acc1" in train(cfg)  # longer is fine
+
+
 def test_a_bad_input_ends_the_command_with_its_message_alone(tmp_path: Path) -> None:
     """One line says what is wrong (exit status 1, no traceback); the traceback is in the run's log, the run directory
     is released (the next run takes nothing over), and HYDRA_FULL_ERROR=1 shows the traceback."""

@@ -4,6 +4,7 @@ status; eval.py keeps what it finished. Real signals to real scripts."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -103,6 +104,33 @@ def test_ctrl_c_stops_at_a_step_like_sigterm(tmp_path: Path) -> None:
     stopped_at = latest_step(run)
     assert 11 < stopped_at < 33 and "Ctrl-C: stopping at the end of this training step" in said
     assert f"Stopped by Ctrl-C at step {stopped_at};" in said and "Traceback" not in said
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_ddp_rank_at_the_same_step(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches every rank of a DDP run: the first process turns it into a stop (SIGTERM to
+    itself, which Lightning passes on to the ranks it started), the others wait for it, and all save the same step;
+    nothing hangs."""
+    overrides = [*RUN, ONLY_STOPS_SAVE, "trainer=ddp_cpu", "trainer.max_epochs=1000"]  # 6 steps per epoch
+    proc = start_script("train.py", *overrides, cwd=tmp_path, output=tmp_path / "output.txt", process_group=True)
+    runs = tmp_path / "logs" / "train" / "runs"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        run = next(runs.glob("*"), None) if runs.exists() else None
+        if run is not None and latest_step(run) >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        assert proc.wait(timeout=120) == 130
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # ranks left hanging
+    said = (tmp_path / "output.txt").read_text()
+    stopped_at = latest_step(run)
+    assert f"Stopped by Ctrl-C at step {stopped_at};" in said and stopped_at > 6
+    assert "Traceback" not in said
 
 
 @pytest.mark.slow
