@@ -1,7 +1,8 @@
 """What train.py and eval.py leave out of the console (and train.log): messages that say nothing about the run, and
 the traceback of a bad input, whose message says it all (:func:`bad_input_reported`).
 
-Lightning advertises its cloud products on every run ("💡 Tip: ... try installing litlogger"), warns that the
+Lightning advertises its cloud products on every run ("💡 Tip: ... try installing litlogger"), says that it does
+not add the model summary callback that conf/callbacks already holds, warns that the
 model summary estimates bf16 sizes as fp32 and that a resumed run's checkpoint folder is not empty (resuming is the
 point), and trips over a torch deprecation inside its own code. Everything else is shown.
 """
@@ -44,11 +45,19 @@ BAD_INPUT = (
 )
 
 
-class DropAdverts(logging.Filter):
-    """Drops Lightning's "💡 Tip" records (attached to its rank-zero logger by conf/hydra/job_logging)."""
+# How the rank-zero messages of Lightning that say nothing about the run begin.
+CHATTER = (
+    "💡 Tip",
+    "Trainer already configured with model summary callbacks",  # conf/callbacks brings its own ModelSummary
+)
+
+
+class DropChatter(logging.Filter):
+    """Drops the records of Lightning's rank-zero logger that begin as one of :data:`CHATTER` (attached to that
+    logger by conf/hydra/job_logging)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip")
+        return not record.getMessage().startswith(CHATTER)
 
 
 def quiet_known_warnings() -> None:

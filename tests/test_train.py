@@ -75,6 +75,7 @@ def test_quickstart_twice_then_eval_twice(tmp_path: Path) -> None:
     printed = first.stdout + first.stderr
     assert f"Run directory: logs/quickstart/runs/{run.name}" in printed
     assert "curves: csv/version_0/metrics.csv" in printed
+    assert "💡 Tip" not in printed and "already configured with model summary" not in printed  # console.CHATTER
     log = (run / "train.log").read_text()
     assert "Seed set to 42" in log and "Evaluate it: python eval.py" in log  # the console's messages, with times
 
