@@ -228,7 +228,8 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
     resume = resume_checkpoint(cfg)
     own_last = resume is not None and not cfg.get("ckpt_path")
     _, overrides, data_choice = _hydra_job()
-    if run is not None and own_last:
+    continues_its_directory = not cfg.get("ckpt_path") and cfg.get("auto_resume", True)  # also without last.ckpt
+    if run is not None and continues_its_directory:
         finished = run.finished(length)
         if finished and (finished.get("tested") or not cfg.get("test", True)):
             log.info(

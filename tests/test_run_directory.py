@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import SMOKE, quiet_trainer, run_script, start_script
+from conftest import SMOKE, compose_config, quiet_trainer, run_script, start_script
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from torch import nn
@@ -21,7 +21,7 @@ from torch import nn
 from analysis.wandb_offline import read_offline_run
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.run_directory import RunDirectory
-from lightning_modules.tasks import save_run_config
+from lightning_modules.tasks import save_run_config, train
 
 
 def the_run(cwd: Path, task: str = "train") -> Path:
@@ -168,6 +168,17 @@ def test_resuming_under_an_edited_config_warns_and_records_the_old_values(
     assert caplog.text == "" and len(run.read_record()["config_changes"]) == 1
     save_run_config(run, first, None)  # a new start replaces the config without comparing
     assert len(run.read_record()["config_changes"]) == 1 and run.saved_config() == first
+
+
+def test_a_finished_run_without_checkpoints_is_not_trained_again(tmp_path: Path) -> None:
+    """callbacks=none writes no last.ckpt: the run's record alone says it finished; auto_resume=false starts over."""
+    overrides = [*(o for o in SMOKE if not o.startswith("callbacks.")), "logger=csv", "callbacks=none"]
+    first = train(compose_config("train", overrides, tmp_path))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert train(compose_config("train", overrides, tmp_path)) == first
+    assert len(list((tmp_path / "run" / "csv").glob("version_*"))) == 1  # nothing ran again
+    train(compose_config("train", [*overrides, "auto_resume=false"], tmp_path))
+    assert len(list((tmp_path / "run" / "csv").glob("version_*"))) == 2
 
 
 def test_the_record_knows_a_finished_run_by_its_length(tmp_path: Path) -> None:
