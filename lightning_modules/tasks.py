@@ -223,6 +223,29 @@ def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict
     run.save_config(cfg, hydra_cfg, overrides)
 
 
+def fit_and_test(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None, test: bool
+) -> tuple[dict[str, float], str | None] | None:
+    """Fit (from ``ckpt_path``), then test the best checkpoint on val/acc1 when ``test``: the metrics and that
+    checkpoint, or None when fit did not finish."""
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.state.status != TrainerStatus.FINISHED:
+        return None
+    metrics = metrics_as_floats(trainer.callback_metrics)
+    if "val/acc1_best" not in metrics and model.best_val_acc1() is not None:  # fit had nothing left to do
+        metrics["val/acc1_best"] = model.best_val_acc1()
+    best = next(
+        (cb.best_model_path for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path),
+        None,
+    )
+    if test:
+        if best is None:
+            log.warning("No best checkpoint on val/acc1; testing the final weights")
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        metrics.update(metrics_as_floats(trainer.callback_metrics))
+    return metrics, best
+
+
 def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
     length = run_length(cfg.trainer)
     resume = resume_checkpoint(cfg)
@@ -257,7 +280,6 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
     callbacks = instantiate_dict(cfg.get("callbacks"), Callback)
     loggers = instantiate_dict(cfg.get("logger"), Logger, wandb_id)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    best = None
     try:
         if trainer.is_global_zero:
             log_run_config(cfg, model, loggers)
@@ -269,26 +291,15 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
         del resume  # the lazily mapped checkpoint: Lightning reads the file itself
         with ctrl_c_stops_at_a_step() as stop:
             try:
-                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-                if trainer.state.status != TrainerStatus.FINISHED:
-                    return metrics_as_floats(trainer.callback_metrics)
-                metrics = metrics_as_floats(trainer.callback_metrics)
-                if "val/acc1_best" not in metrics and model.best_val_acc1() is not None:  # fit had nothing left to do
-                    metrics["val/acc1_best"] = model.best_val_acc1()
-                best = next(
-                    (cb.best_model_path for cb in callbacks if isinstance(cb, ModelCheckpoint) and cb.best_model_path),
-                    None,
-                )
-                if cfg.get("test", True):
-                    if best is None:
-                        log.warning("No best checkpoint on val/acc1; testing the final weights")
-                    trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-                    metrics.update(metrics_as_floats(trainer.callback_metrics))
+                outcome = fit_and_test(trainer, model, datamodule, ckpt_path, test=cfg.get("test", True))
             except SIGTERMException:  # SIGTERM or Ctrl-C, at a step boundary: say so and exit with its status
                 if trainer.is_global_zero:
                     last = next((cb.path for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
                     log.warning(stopped_message(stop, trainer.global_step, last))
                 raise SystemExit(stop.exit_status) from None
+        if outcome is None:
+            return metrics_as_floats(trainer.callback_metrics)
+        metrics, best = outcome
     finally:
         finish_wandb(loggers)
     if run is not None:
