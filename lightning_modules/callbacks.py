@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_modules.mask_plots import (
     captured_masks,
@@ -22,14 +23,7 @@ from lightning_modules.mask_plots import (
     stage_module,
     statistics_from,
 )
-
-
-def stop_requested(trainer: L.Trainer) -> bool:
-    """Whether the run is being stopped (SIGTERM, or Ctrl-C: :mod:`lightning_modules.stopping`); Lightning ends the
-    training step first. Under DDP the ranks agree, so that all of them take part in the save."""
-    if trainer.world_size == 1:
-        return trainer.received_sigterm
-    return trainer.strategy.reduce_boolean_decision(trainer.received_sigterm, all=False)
+from lightning_modules.stopping import stop_requested
 
 
 class LastCheckpoint(Checkpoint):
@@ -82,8 +76,11 @@ class LastCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self._step_at_batch_start:
             return  # within a gradient accumulation: its gradients so far would be in no checkpoint
-        if trainer.global_step % self.every_n_train_steps == 0 or stop_requested(trainer):
+        stop = stop_requested(trainer)  # collective under DDP: every rank asks at every step
+        if stop or trainer.global_step % self.every_n_train_steps == 0:
             self.save(trainer)
+        if stop:  # every rank, at this step, once last.ckpt holds it; train.py reports it (lightning_modules.tasks)
+            raise SIGTERMException
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_step = -1  # the epoch's end is a state of its own, even at a step just saved

@@ -11,6 +11,7 @@ import logging
 import secrets
 import signal
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from lightning_modules.console import quiet_known_warnings
 from lightning_modules.eval_outputs import predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.run_report import eval_command, length_text, report_run, shown
-from lightning_modules.stopping import StopRequest, ctrl_c_stops_at_a_step, stopped_message
+from lightning_modules.stopping import ctrl_c_stops_at_a_step, exit_status, stopped_message
 from resattn.checkpoints import CheckpointError, read_checkpoint
 from resattn.pretrained import available as pretrained_weights
 from resattn.pretrained import find as find_pretrained
@@ -289,14 +290,14 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
         if own_last:
             log.info("Resuming from %s (auto_resume; set auto_resume=false to start over)", shown(ckpt_path))
         del resume  # the lazily mapped checkpoint: Lightning reads the file itself
-        with ctrl_c_stops_at_a_step() as stop:
+        last = next((cb.path for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
+        with ctrl_c_stops_at_a_step() if last is not None else nullcontext():  # without last.ckpt: stop at once
             try:
                 outcome = fit_and_test(trainer, model, datamodule, ckpt_path, test=cfg.get("test", True))
-            except SIGTERMException:  # SIGTERM or Ctrl-C, at a step boundary: say so and exit with its status
+            except SIGTERMException:  # SIGTERM or Ctrl-C, after a step: say so and exit with the signal's status
                 if trainer.is_global_zero:
-                    last = next((cb.path for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
-                    log.warning(stopped_message(stop, trainer.global_step, last))
-                raise SystemExit(stop.exit_status) from None
+                    log.warning(stopped_message(trainer.global_step, last))
+                raise SystemExit(exit_status()) from None
         if outcome is None:
             return metrics_as_floats(trainer.callback_metrics)
         metrics, best = outcome
@@ -379,7 +380,7 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
             results["unreadable_images"] = predictions.unreadable
     except SIGTERMException:
         log.warning("Stopped by SIGTERM; %s holds the test sizes finished before it", shown(out / "eval_results.json"))
-        raise SystemExit(StopRequest(signal.SIGTERM).exit_status) from None
+        raise SystemExit(128 + signal.SIGTERM) from None
     finally:
         finish_wandb(loggers)
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))

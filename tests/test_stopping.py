@@ -102,15 +102,14 @@ def test_ctrl_c_stops_at_a_step_like_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == 130
     said = (tmp_path / "output.txt").read_text()
     stopped_at = latest_step(run)
-    assert 11 < stopped_at < 33 and "Ctrl-C: stopping at the end of this training step" in said
+    assert 11 < stopped_at < 33 and "Ctrl-C: stopping after the current training step" in said
     assert f"Stopped by Ctrl-C at step {stopped_at};" in said and "Traceback" not in said
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_ddp_rank_at_the_same_step(tmp_path: Path) -> None:
-    """Ctrl-C in a terminal reaches every rank of a DDP run: the first process turns it into a stop (SIGTERM to
-    itself, which Lightning passes on to the ranks it started), the others wait for it, and all save the same step;
-    nothing hangs."""
+    """Ctrl-C in a terminal reaches every rank of a DDP run: after the next step the ranks agree to stop, all save
+    that step and end; nothing collective runs in a signal handler, so nothing hangs."""
     overrides = [*RUN, ONLY_STOPS_SAVE, "trainer=ddp_cpu", "trainer.max_epochs=1000"]  # 6 steps per epoch
     proc = start_script("train.py", *overrides, cwd=tmp_path, output=tmp_path / "output.txt", process_group=True)
     runs = tmp_path / "logs" / "train" / "runs"
