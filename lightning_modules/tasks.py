@@ -225,11 +225,19 @@ def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict
 
 
 def fit_and_test(
-    trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None, test: bool
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    ckpt_path: str | None,
+    test: bool,
+    stop_on_ctrl_c: bool,
 ) -> tuple[dict[str, float], str | None] | None:
     """Fit (from ``ckpt_path``), then test the best checkpoint on val/acc1 when ``test``: the metrics and that
-    checkpoint, or None when fit did not finish."""
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    checkpoint, or None when fit did not finish. With ``stop_on_ctrl_c`` the first Ctrl-C during fit stops it after
+    the current step (:mod:`lightning_modules.stopping`); while testing, Ctrl-C interrupts at once (a rerun tests
+    again)."""
+    with ctrl_c_stops_at_a_step() if stop_on_ctrl_c else nullcontext():
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if trainer.state.status != TrainerStatus.FINISHED:
         return None
     metrics = metrics_as_floats(trainer.callback_metrics)
@@ -291,13 +299,14 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
             log.info("Resuming from %s (auto_resume; set auto_resume=false to start over)", shown(ckpt_path))
         del resume  # the lazily mapped checkpoint: Lightning reads the file itself
         last = next((cb.path for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
-        with ctrl_c_stops_at_a_step() if last is not None else nullcontext():  # without last.ckpt: stop at once
-            try:
-                outcome = fit_and_test(trainer, model, datamodule, ckpt_path, test=cfg.get("test", True))
-            except SIGTERMException:  # SIGTERM or Ctrl-C, after a step: say so and exit with the signal's status
-                if trainer.is_global_zero:
-                    log.warning(stopped_message(trainer.global_step, last))
-                raise SystemExit(exit_status()) from None
+        try:
+            outcome = fit_and_test(
+                trainer, model, datamodule, ckpt_path, test=cfg.get("test", True), stop_on_ctrl_c=last is not None
+            )
+        except SIGTERMException:  # SIGTERM or Ctrl-C, after a step: say so and exit with the signal's status
+            if trainer.is_global_zero:
+                log.warning(stopped_message(trainer.global_step, last))
+            raise SystemExit(exit_status()) from None
         if outcome is None:
             return metrics_as_floats(trainer.callback_metrics)
         metrics, best = outcome

@@ -107,6 +107,24 @@ def test_ctrl_c_stops_at_a_step_like_sigterm(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_ctrl_c_while_testing_stops_at_once_and_the_rerun_tests_again(tmp_path: Path) -> None:
+    overrides = [*SMOKE, "logger=csv", "callbacks.progress_bar.refresh_rate=1", "data.num_test_samples=8000"]
+    output = tmp_path / "output.txt"
+    proc = start_script("train.py", *overrides, cwd=tmp_path, output=output)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and "Testing DataLoader" not in output.read_text():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before its test could be interrupted"
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) == 1  # Lightning's own end of an interrupted test
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    assert not (run / "run.json").is_file() or "finished" not in json.loads((run / "run.json").read_text())
+    again = run_script("train.py", *overrides, cwd=tmp_path)
+    assert "Resuming from" in again.stdout + again.stderr and "test/acc1=" in again.stdout + again.stderr
+    assert json.loads((run / "run.json").read_text())["finished"]["tested"]
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_every_ddp_rank_at_the_same_step(tmp_path: Path) -> None:
     """Ctrl-C in a terminal reaches every rank of a DDP run: after the next step the ranks agree to stop, all save
     that step and end; nothing collective runs in a signal handler, so nothing hangs."""
