@@ -64,6 +64,13 @@ class Predictions:
     unreadable: list[str] = field(default_factory=list)
 
 
+def images_to_predict(folder: Path) -> list[Path]:
+    """The image files under ``predict_dir``; a clear error if it is not a directory or holds no image."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"predict_dir={folder} is not a directory of images")
+    return find_images([folder])
+
+
 @torch.no_grad()
 def predict_folder(
     model: ImageClassifier, datamodule: ImageDataModule, folder: Path, output: Path, top_k: int = 5
@@ -73,9 +80,7 @@ def predict_folder(
     Images are preprocessed like the test split (:mod:`datamodules.user_images`). A file that cannot be decoded
     gets a row with its ``error`` and no classes, is logged, and does not stop the others.
     """
-    if not folder.is_dir():
-        raise FileNotFoundError(f"predict_dir={folder} is not a directory of images")
-    files = find_images([folder])
+    files = images_to_predict(folder)
     names = datamodule.class_names or [str(i) for i in range(model.hparams.num_classes)]
     k = min(top_k, model.hparams.num_classes)
     model.eval()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import signal
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,11 +26,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from datamodules.user_images import find_images
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.checkpoint_loading import check_fits, load_classifier, load_pretrained
 from lightning_modules.console import quiet_known_warnings
-from lightning_modules.eval_outputs import predict_folder, write_confusion_png, write_per_class_csv
+from lightning_modules.eval_outputs import images_to_predict, predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.run_report import eval_command, length_text, report_run, shown
 from lightning_modules.stopping import ctrl_c_stops_at_a_step, exit_status, stopped_message
@@ -347,9 +345,7 @@ def check_eval_inputs(cfg: DictConfig) -> None:
     if cfg.get("pretrained"):
         find_pretrained(cfg.pretrained)
     if cfg.get("predict_dir"):
-        if not Path(cfg.predict_dir).is_dir():
-            raise FileNotFoundError(f"predict_dir={cfg.predict_dir} is not a directory of images")
-        find_images([cfg.predict_dir])
+        images_to_predict(Path(cfg.predict_dir))
 
 
 def evaluated_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
@@ -389,7 +385,7 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
             results["unreadable_images"] = predictions.unreadable
     except SIGTERMException:
         log.warning("Stopped by SIGTERM; %s holds the test sizes finished before it", shown(out / "eval_results.json"))
-        raise SystemExit(128 + signal.SIGTERM) from None
+        raise SystemExit(exit_status()) from None
     finally:
         finish_wandb(loggers)
         (out / "eval_results.json").write_text(json.dumps(results, indent=2))
