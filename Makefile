@@ -11,8 +11,9 @@ setup:
 quickstart: setup
 	$(PY) train.py experiment=quickstart
 
+# The suite on every core (pytest-xdist; at most 4 workers, each with its share of torch threads: tests/conftest.py).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 # timm's own model tests (tests/test_models.py of the installed timm's sdist, fetched by setup) on every variant;
 # make test runs them on the tiny and CIFAR nets (tests/test_timm_models.py). Add e.g. K=resattn56 for fewer.

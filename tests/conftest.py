@@ -48,6 +48,17 @@ SMOKE_DATA = [
 SMOKE = SMOKE_TRAINING + SMOKE_DATA
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test``) the cores are shared: each worker, and every script it runs, uses its share
+    of them for torch's threads rather than all of them (oversubscribed cores run the suite slower than one worker)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test starts from the same torch random state."""
