@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from datamodules.base import ImageDataModule
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.checkpoint_loading import check_fits, load_classifier, load_pretrained
 from lightning_modules.console import quiet_known_warnings
@@ -346,6 +347,21 @@ def check_eval_inputs(cfg: DictConfig) -> None:
         find_pretrained(cfg.pretrained)
     if cfg.get("predict_dir"):
         images_to_predict(Path(cfg.predict_dir))
+    check_test_sizes(list(cfg.get("test_sizes") or []), get_class(cfg.data._target_))
+
+
+def check_test_sizes(sizes: list[int], datamodule: type[ImageDataModule]) -> None:
+    """``test_sizes`` other than a dataset's own size where its images are not resized (CIFAR, Fashion-MNIST) are
+    refused, naming the fix (``test_sizes``, not ``data.image_size``, which the datamodule's own check would name)."""
+    if "image_size" not in datamodule.fixed:
+        return
+    native = datamodule.Options.image_size
+    if any(size != native for size in sizes):
+        raise ValueError(
+            f"test_sizes={sizes}: {datamodule.dataset_name or datamodule.__name__} images are {native}x{native} and "
+            f"are not resized, so they are tested at {native} only; drop test_sizes. Other test sizes need data "
+            "that resize: data=imagenet, data=folder, data=hf, data=streaming or data=synthetic"
+        )
 
 
 def evaluated_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:

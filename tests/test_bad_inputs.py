@@ -116,6 +116,8 @@ def test_eval_checks_its_inputs_before_it_loads_the_data(tmp_path: Path) -> None
         "pretrained=resattn56_cifar.nope": "unknown pretrained weights 'resattn56_cifar.nope'; available:",
         f"predict_dir={tmp_path / 'nowhere'}": "nowhere is not a directory of images",
         f"predict_dir={empty}": "no images (.png",
+        "test_sizes=[32,48]": "test_sizes=[32, 48]: CIFAR-10 images are 32x32 and are not resized, so they are tested "
+        "at 32 only; drop test_sizes",
     }
     for override, message in cases.items():
         source = [] if override.startswith(("ckpt_path", "pretrained")) or not override else [f"ckpt_path={checkpoint}"]
