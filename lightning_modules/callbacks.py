@@ -23,7 +23,7 @@ from lightning_modules.mask_plots import (
     stage_module,
     statistics_from,
 )
-from lightning_modules.stopping import stop_requested
+from lightning_modules.stopping import sigterm_stops_at_a_step, stop_requested
 
 
 class LastCheckpoint(Checkpoint):
@@ -69,6 +69,9 @@ class LastCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             os.replace(partial, self.path)
         self._saved_step = trainer.global_step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sigterm_stops_at_a_step(trainer)  # replaces the handler Lightning registered at the start of fit
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._step_at_batch_start = trainer.global_step

@@ -1,12 +1,15 @@
 """Stopping a training run without losing a step: SIGTERM (``kill``, a scheduler's preemption or time limit, ``docker
-stop``) and Ctrl-C end it right after a training step, where :class:`~lightning_modules.callbacks.LastCheckpoint`
-writes last.ckpt, and the command exits with the signal's status (143, 130), not with success.
+stop``, torchrun passing a SIGTERM on) and Ctrl-C end it right after a training step, where
+:class:`~lightning_modules.callbacks.LastCheckpoint` writes last.ckpt, and the command exits with the signal's status
+(143, 130), not with success.
 
-Lightning notes a SIGTERM (``trainer.received_sigterm``); Ctrl-C, which Python raises as ``KeyboardInterrupt``
-wherever the program is (inside an optimiser update too), is noted here instead (:func:`ctrl_c_pressed`). After
-each optimiser step the ranks agree whether any of them was asked to stop (:func:`stop_requested`); if so, they
-all write last.ckpt and raise Lightning's ``SIGTERMException`` at that same step. Nothing collective runs inside a
-signal handler, so a DDP run stops without hanging.
+The signal handlers only note the request (:func:`stop_signal`): Ctrl-C, which Python would raise as
+``KeyboardInterrupt`` wherever the program is (inside an optimiser update too), and, from the start of training on,
+SIGTERM, whose Lightning handler broadcasts from inside the signal handler; under DDP that broadcast interleaves with
+the ranks' own collectives (gloo: "Received data size doesn't match expected size", then a crash; NCCL can hang).
+After each optimiser step the ranks agree whether any of them was asked to stop (:func:`stop_requested`); if so,
+they all write last.ckpt and raise Lightning's ``SIGTERMException`` at that same step. Nothing collective runs
+inside a signal handler.
 """
 
 from __future__ import annotations
@@ -20,22 +23,33 @@ from pathlib import Path
 from types import FrameType
 
 import lightning as L
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from lightning_modules.run_report import shown
 from resattn.checkpoints import CheckpointError, read_checkpoint
 
 log = logging.getLogger(__name__)
 
-_ctrl_c = threading.Event()  # set by the first Ctrl-C inside ctrl_c_stops_at_a_step
+_stop_signal: signal.Signals | None = None  # the first signal that asked this process to stop after a step
 
 
-def ctrl_c_pressed() -> bool:
-    return _ctrl_c.is_set()
+def stop_signal() -> signal.Signals | None:
+    """The signal (SIGINT for Ctrl-C, SIGTERM) that asked this process to stop after a step; None before one."""
+    return _stop_signal
+
+
+def _note_stop(signum: int) -> bool:
+    """Note a stop request; whether it is the first."""
+    global _stop_signal
+    if _stop_signal is not None:
+        return False
+    _stop_signal = signal.Signals(signum)
+    return True
 
 
 def stop_requested(trainer: L.Trainer) -> bool:
     """Whether this run is asked to stop (SIGTERM or Ctrl-C); under DDP, whether any rank is, decided by all."""
-    asked = trainer.received_sigterm or ctrl_c_pressed()
+    asked = trainer.received_sigterm or _stop_signal is not None
     if trainer.world_size == 1:
         return asked
     return trainer.strategy.reduce_boolean_decision(asked, all=False)
@@ -43,14 +57,16 @@ def stop_requested(trainer: L.Trainer) -> bool:
 
 def exit_status() -> int:
     """The status of a stopped command: 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
-    return 128 + int(signal.SIGINT if ctrl_c_pressed() else signal.SIGTERM)
+    return 128 + int(_stop_signal or signal.SIGTERM)
 
 
 @contextmanager
 def ctrl_c_stops_at_a_step() -> Iterator[None]:
     """During the block, the first Ctrl-C asks for a stop after the current training step (as SIGTERM does); a
     second one interrupts at once. Nothing changes outside the main thread or where Ctrl-C is ignored (a background
-    job of a script)."""
+    job of a script). The block starts with no stop request noted."""
+    global _stop_signal
+    _stop_signal = None
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
         yield
@@ -58,10 +74,9 @@ def ctrl_c_stops_at_a_step() -> Iterator[None]:
 
     def first_ctrl_c(signum: int, frame: FrameType | None) -> None:
         signal.signal(signal.SIGINT, previous)  # the next press interrupts at once
-        _ctrl_c.set()
+        _note_stop(signum)
         log.warning("Ctrl-C: stopping after the current training step (press Ctrl-C again to stop at once)")
 
-    _ctrl_c.clear()
     signal.signal(signal.SIGINT, first_ctrl_c)
     try:
         yield
@@ -69,9 +84,27 @@ def ctrl_c_stops_at_a_step() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def sigterm_stops_at_a_step(trainer: L.Trainer) -> None:
+    """From now until Lightning restores its signal handlers at the end of fit, SIGTERM asks for a stop after the
+    current training step instead of running Lightning's handler. Rank zero of a run whose ranks Lightning started
+    passes the signal on to them, as Lightning's handler does (torchrun and SLURM signal every rank themselves)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    launcher = trainer.strategy.launcher
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if not _note_stop(signum):
+            return  # already stopping
+        log.warning("SIGTERM: stopping after the current training step")
+        if isinstance(launcher, _SubprocessScriptLauncher):
+            launcher.kill(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def stopped_message(step: int, last_checkpoint: Path | None) -> str:
     """What a stopped run tells its user: where it stopped, what last.ckpt holds, how to continue."""
-    name = "Ctrl-C" if ctrl_c_pressed() else "SIGTERM"
+    name = "Ctrl-C" if _stop_signal == signal.SIGINT else "SIGTERM"
     if last_checkpoint is None:
         return f"Stopped by {name} at step {step}; no last.ckpt is written (callbacks.last_checkpoint is off)."
     try:

@@ -120,16 +120,21 @@ def run_script(
 
 
 def start_script(
-    script: str, *args: str, cwd: Path, output: Path | None = None, process_group: bool = False
+    script: str,
+    *args: str,
+    cwd: Path,
+    output: Path | None = None,
+    process_group: bool = False,
+    launcher: tuple[str, ...] = (),
 ) -> subprocess.Popen:
-    """Start ``python <script> args`` from ``cwd`` in the background, to stop or kill it: its output goes to the file
-    ``output`` (else nowhere), and Ctrl-C (SIGINT) reaches it as in a terminal, even where the tests run with it
-    ignored. With ``process_group`` it leads a process group of its own (its pid), which ``os.killpg`` signals as a
-    terminal does its foreground job (every DDP rank)."""
+    """Start ``python <launcher> <script> args`` from ``cwd`` in the background, to stop or kill it: its output goes to
+    the file ``output`` (else nowhere), and Ctrl-C (SIGINT) reaches it as in a terminal, even where the tests run with
+    it ignored. With ``process_group`` it leads a process group of its own (its pid), which ``os.killpg`` signals as a
+    terminal does its foreground job (every DDP rank). ``launcher``: e.g. ``-m torch.distributed.run ...``."""
     sink = output.open("w") if output is not None else subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            [sys.executable, str(ROOT / script), *args],
+            [sys.executable, *launcher, str(ROOT / script), *args],
             cwd=cwd,
             env={**os.environ, **SCRIPT_ENV},
             stdout=sink,

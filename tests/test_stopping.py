@@ -124,12 +124,29 @@ def test_ctrl_c_while_testing_stops_at_once_and_the_rerun_tests_again(tmp_path: 
     assert json.loads((run / "run.json").read_text())["finished"]["tested"]
 
 
+TORCHRUN = ("-m", "torch.distributed.run", "--nproc_per_node", "2")
+
+
 @pytest.mark.slow
-def test_ctrl_c_stops_every_ddp_rank_at_the_same_step(tmp_path: Path) -> None:
-    """Ctrl-C in a terminal reaches every rank of a DDP run: after the next step the ranks agree to stop, all save
-    that step and end; nothing collective runs in a signal handler, so nothing hangs."""
+@pytest.mark.parametrize(
+    ("launcher", "how", "to_group", "status", "name"),
+    [
+        pytest.param((), signal.SIGINT, True, 130, "Ctrl-C", id="ctrl-c-in-a-terminal"),
+        pytest.param((), signal.SIGTERM, False, 143, "SIGTERM", id="sigterm-to-rank-zero"),
+        pytest.param(TORCHRUN, signal.SIGTERM, False, 1, "SIGTERM", id="sigterm-to-torchrun"),
+    ],
+)
+def test_a_stopped_ddp_run_stops_every_rank_at_one_step(
+    launcher: tuple[str, ...], how: signal.Signals, to_group: bool, status: int, name: str, tmp_path: Path
+) -> None:
+    """A DDP run (2 gloo ranks) stopped by Ctrl-C in its terminal (every rank gets it), by SIGTERM to rank zero
+    (passed on to the ranks Lightning started) or by SIGTERM to torchrun (which passes it to every rank): after the
+    next step the ranks agree to stop, all save that step and end. Nothing collective runs in a signal handler, so
+    nothing hangs or crashes (Lightning's own SIGTERM handler broadcasts from inside the handler: a gloo crash).
+    torchrun ends with its own status 1 and traceback, once its ranks have stopped."""
     overrides = [*RUN, ONLY_STOPS_SAVE, "trainer=ddp_cpu", "trainer.max_epochs=1000"]  # 6 steps per epoch
-    proc = start_script("train.py", *overrides, cwd=tmp_path, output=tmp_path / "output.txt", process_group=True)
+    output = tmp_path / "output.txt"
+    proc = start_script("train.py", *overrides, cwd=tmp_path, output=output, process_group=True, launcher=launcher)
     runs = tmp_path / "logs" / "train" / "runs"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -138,16 +155,17 @@ def test_ctrl_c_stops_every_ddp_rank_at_the_same_step(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be stopped"
-    os.killpg(proc.pid, signal.SIGINT)
+    (os.killpg if to_group else os.kill)(proc.pid, how)
     try:
-        assert proc.wait(timeout=120) == 130
+        assert proc.wait(timeout=120) == status
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # ranks left hanging
-    said = (tmp_path / "output.txt").read_text()
+    said = output.read_text()
     stopped_at = latest_step(run)
-    assert f"Stopped by Ctrl-C at step {stopped_at};" in said and stopped_at > 6
-    assert "Traceback" not in said
+    assert f"Stopped by {name} at step {stopped_at};" in said and stopped_at > 6
+    assert said.count("Traceback") == (1 if launcher else 0)  # torchrun's own, after its ranks ended
+    assert said.count(f"{name}: stopping after the current training step") == 2  # each rank
 
 
 @pytest.mark.slow
