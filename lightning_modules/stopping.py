@@ -3,7 +3,7 @@ stop``, torchrun passing a SIGTERM on) and Ctrl-C end it right after a training 
 :class:`~lightning_modules.callbacks.LastCheckpoint` writes last.ckpt, and the command exits with the signal's status
 (143, 130), not with success.
 
-The signal handlers only note the request (:func:`stop_signal`): Ctrl-C, which Python would raise as
+The signal handlers only note the request (``_stop_signal``): Ctrl-C, which Python would raise as
 ``KeyboardInterrupt`` wherever the program is (inside an optimiser update too), and, from the start of training on,
 SIGTERM, whose Lightning handler broadcasts from inside the signal handler; under DDP that broadcast interleaves with
 the ranks' own collectives (gloo: "Received data size doesn't match expected size", then a crash; NCCL can hang).
@@ -31,11 +31,6 @@ from resattn.checkpoints import CheckpointError, read_checkpoint
 log = logging.getLogger(__name__)
 
 _stop_signal: signal.Signals | None = None  # the first signal that asked this process to stop after a step
-
-
-def stop_signal() -> signal.Signals | None:
-    """The signal (SIGINT for Ctrl-C, SIGTERM) that asked this process to stop after a step; None before one."""
-    return _stop_signal
 
 
 def _note_stop(signum: int) -> bool:
