@@ -108,11 +108,16 @@ def pixel_moments(images: torch.Tensor, indices: list[int]) -> tuple[torch.Tenso
     return total / count, total_sq / count
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, e.g. under taskset or a
+    SLURM allocation; else all of the machine's), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def default_workers(processes_per_node: int = 1, cap: int = 8) -> int:
     """DataLoader workers per process when ``num_workers`` is null: this machine's usable CPU cores shared among
     the node's training processes, at most ``cap`` (more rarely helps and costs memory), at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cap, cores // max(1, processes_per_node)))
+    return max(1, min(cap, usable_cores() // max(1, processes_per_node)))
 
 
 def _limit(indices: list[int], limit: int | None) -> list[int]:

@@ -8,7 +8,6 @@ files are dropped, a warning gives their count and ``skipped_files`` lists them.
 
 import dataclasses
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -19,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule, split_indices
+from datamodules.base import DataOptions, ImageDataModule, split_indices, usable_cores
 from datamodules.transforms import imagenet_statistics, imagenet_transform
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ class _FolderDataModule(ImageDataModule):
     def _drop_unreadable(self, dataset: ImageFolder) -> None:
         """Decode every image once (threaded); drop the unreadable ones, warn and record them in skipped_files."""
         paths = [path for path, _ in dataset.samples]
-        with ThreadPoolExecutor(max_workers=min(32, os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(32, usable_cores())) as pool:
             readable = list(pool.map(is_readable_image, paths))
         skipped = [path for path, ok in zip(paths, readable, strict=True) if not ok]
         if skipped:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from torchvision.datasets import DatasetFolder
 from torchvision.io import encode_png
 from torchvision.transforms.v2 import functional as F
 
-from datamodules.base import ImageDataModule, TensorImageDataset, seeded_order
+from datamodules.base import ImageDataModule, TensorImageDataset, seeded_order, usable_cores
 from datamodules.label_noise import dataset_labels
 from datamodules.optional import require
 from datamodules.streaming import INDEX_FILE, METADATA_KEY, SPLITS
@@ -130,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     parser.add_argument("out", type=Path, help="output folder (train/ and test/ are written into it)")
     parser.add_argument("overrides", nargs="+", help="data=<choice> and data.<option>=<value>, as for train.py")
     parser.add_argument("--chunk-bytes", default="64MB", help="target size of a chunk file (default 64MB)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="writer processes (default: cores)")
+    parser.add_argument("--workers", type=int, default=usable_cores(), help="writer processes (default: usable cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the training images' order in the shards")
     args = parser.parse_args(argv)
     if str(args.out).startswith(("s3:", "gs:", "azure:")):

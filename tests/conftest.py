@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from datamodules.base import usable_cores
 from lightning_modules.config_resolvers import register_resolvers
 
 # W&B never reaches a server from the tests (in-process loggers included), whatever the user's settings.
@@ -53,8 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     of them for torch's threads rather than all of them (oversubscribed cores run the suite slower than one worker)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = max(1, cores // workers)
+        threads = max(1, usable_cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
