@@ -15,7 +15,14 @@ from analysis.tables import matching_runs
 from datamodules.base import ImageDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.checkpoint_loading import load_classifier
-from lightning_modules.mask_plots import mask_figure, mask_heatmaps, mask_statistics, module_label, save_figure
+from lightning_modules.mask_plots import (
+    has_attention_modules,
+    mask_figure,
+    mask_heatmaps,
+    mask_statistics,
+    module_label,
+    save_figure,
+)
 
 CURVES = (("loss", "train/loss", "val/loss"), ("top-1", "train/acc1", "val/acc1"))
 
@@ -100,7 +107,7 @@ def attention_networks(table: Table, runs: Sequence[Run]) -> list[TrainedNetwork
             continue
         datamodule = load_datamodule(checkpoint, None)
         model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
-        if hasattr(model.net, "capture_masks"):
+        if has_attention_modules(model):
             networks.append(TrainedNetwork(row.label, checkpoint, model, datamodule))
     return networks
 

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_modules.mask_plots import (
     captured_masks,
     figure_rgb,
+    has_attention_modules,
     heatmaps_from,
     mask_figure,
     save_figure,
@@ -142,7 +143,7 @@ class AttentionMaskLogger(Callback):
         if (epoch + 1) % self.every_n_epochs:
             return
         net = getattr(pl_module, "net", pl_module)
-        if not hasattr(net, "attention_modules") or next(iter(net.attention_modules()), None) is None:
+        if not has_attention_modules(net):
             rank_zero_warn(f"AttentionMaskLogger: {type(net).__name__} has no attention modules; nothing to draw")
             self._disabled = True
             return

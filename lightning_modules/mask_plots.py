@@ -31,6 +31,13 @@ def attention_network(model: nn.Module) -> nn.Module:
     return net
 
 
+def has_attention_modules(model: nn.Module) -> bool:
+    """Whether ``model`` (or its ``net``) has at least one attention module: False for other networks and for the
+    pre-activation ResNets built from the same stage spec, which have ``capture_masks`` but nothing to capture."""
+    net = getattr(model, "net", model)
+    return hasattr(net, "attention_modules") and next(iter(net.attention_modules()), None) is not None
+
+
 @torch.no_grad()
 def captured_masks(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """``{module name: M (N, C, H, W)}`` of every attention module, from one forward pass of ``model`` over

@@ -307,3 +307,17 @@ def test_a_comparison_must_name_rows_of_its_table() -> None:
     spec["comparisons"] = [{"claim": "A beats B", "first": "A", "second": "B", "paper": "Table 3"}]
     with pytest.raises(ValueError, match="comparison 'A beats B': x has no row 'B'; its rows: A"):
         _table("x", spec)
+
+
+def test_only_networks_with_attention_modules_have_masks_to_report() -> None:
+    """The ResNet rows of a results document share the network class (and its capture_masks) but have no masks:
+    they are left out of the mask grid and statistics rather than listed with none."""
+    from torch import nn
+
+    from lightning_modules import ImageClassifier
+    from lightning_modules.mask_plots import has_attention_modules
+
+    assert has_attention_modules(ImageClassifier("resattn_tiny_cifar", num_classes=10, in_chans=1))
+    resnet = ImageClassifier("resattn_resnet164_cifar", num_classes=10, in_chans=1)
+    assert hasattr(resnet.net, "capture_masks") and not has_attention_modules(resnet)
+    assert not has_attention_modules(nn.Linear(2, 2))
