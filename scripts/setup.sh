@@ -2,7 +2,7 @@
 # Everything resattn needs on a fresh machine; rerunning it is fast when nothing changed.
 #   1. Fashion-MNIST from Debian's dataset-fashion-mnist (offline data for the quickstart and tests)
 #   2. a virtual environment with the project, its dev tools and the export (ONNX), hf and streaming (data=hf,
-#      data=streaming) extras, cached by the hash of pyproject.toml under ~/.cache/resattn (RESATTN_VENV_CACHE)
+#      data=streaming) and dashboards (python -m analysis.dashboards) extras, cached by the hash of pyproject.toml under ~/.cache/resattn (RESATTN_VENV_CACHE)
 #      and linked as ./.venv
 #   3. timm's own model tests (tests/test_models.py of the installed timm's source distribution, from PyPI),
 #      cached under the same folder by timm's version and linked as ./.timm-tests (tests/test_timm_models.py)
@@ -36,7 +36,7 @@ if [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
     python3 -m venv "$venv"
     quiet_pip install -q --upgrade pip
-    quiet_pip install -q -e ".[dev,export,hf,streaming]"
+    quiet_pip install -q -e ".[dev,export,hf,streaming,dashboards]"
     touch "$venv/.complete"
 else
     # A cached environment may come from another clone: point the editable install here.
