@@ -7,6 +7,7 @@ item 17 is the counter-example this avoids (a port that selects its model on the
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,10 +109,40 @@ def pixel_moments(images: torch.Tensor, indices: list[int]) -> tuple[torch.Tenso
     return total / count, total_sq / count
 
 
+def cgroup_cpu_quota(
+    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
+) -> float | None:
+    """The CPU quota of this process's cgroup in cores (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), None
+    when there is none (containers and batch systems set one: the cores torch sees are then not the cores it gets)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        path = path.lstrip("/")
+        try:
+            if controllers == "":
+                quota, period = (root / path / "cpu.max").read_text().split()[:2]
+            elif "cpu" in controllers.split(","):
+                folder = next(p for p in (root / "cpu" / path, root / "cpu") if p.is_dir())
+                quota = (folder / "cpu.cfs_quota_us").read_text().strip()
+                period = (folder / "cpu.cfs_period_us").read_text().strip()
+            else:
+                continue
+        except (OSError, StopIteration, ValueError):
+            continue
+        if quota not in ("max", "-1"):
+            return int(quota) / int(period)
+    return None
+
+
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one, e.g. under taskset or a
-    SLURM allocation; else all of the machine's), at least 1."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The CPU cores this process may use: its affinity mask where the OS has one (taskset, a SLURM allocation),
+    else all of the machine's, and no more than its cgroup CPU quota rounded up; at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota is not None else cores)
 
 
 def default_workers(processes_per_node: int = 1, cap: int = 8) -> int:

@@ -30,6 +30,7 @@ from datamodules.base import ImageDataModule
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.checkpoint_loading import check_fits, load_classifier, load_pretrained
 from lightning_modules.console import quiet_known_warnings
+from lightning_modules.cpu_threads import CpuThreads
 from lightning_modules.eval_outputs import images_to_predict, predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.run_report import eval_command, length_text, report_run, shown
@@ -285,7 +286,7 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
     wandb_id = None
     if run is not None and uses_wandb(cfg.get("logger")):
         wandb_id = run.wandb_id(resuming=own_last, new_id=secrets.token_hex(4))
-    callbacks = instantiate_dict(cfg.get("callbacks"), Callback)
+    callbacks = [*instantiate_dict(cfg.get("callbacks"), Callback), CpuThreads(cfg.get("cpu_threads"))]
     loggers = instantiate_dict(cfg.get("logger"), Logger, wandb_id)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
@@ -379,7 +380,8 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     first = datamodules[sizes[0]]
     model = evaluated_model(cfg, first)
     loggers = instantiate_dict(cfg.get("logger"), Logger)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[], max_steps=-1)
+    callbacks = [CpuThreads(cfg.get("cpu_threads"))]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, max_steps=-1)
     source = {"pretrained": cfg.pretrained} if cfg.get("pretrained") else {"checkpoint": str(cfg.ckpt_path)}
     results: dict[str, Any] = {**source, "arch": model.hparams.arch, "sizes": {}}
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 import pickle
@@ -12,6 +13,7 @@ import pytest
 import timm
 import torch
 from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils.data import DataLoader, TensorDataset
@@ -233,6 +235,34 @@ def test_paper_multistep_schedule_counts_iterations() -> None:
     assert values == pytest.approx([0.1] * 4 + [0.01] * 2 + [0.001] * 2)
 
 
+def test_milestones_as_fractions_follow_the_run_and_the_warm_up_ramps() -> None:
+    settings = {"name": "multistep", "milestones": [0.4, 0.6], "warmup_steps": 3}
+    values = lrs(settings, 10, total=10)
+    assert values == pytest.approx([0.1 / 3, 0.2 / 3, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.001, 0.001])
+    assert lrs(settings, 300, total=300)[119:122] == pytest.approx([0.1, 0.01, 0.01])  # 0.4 of 300 steps
+    assert lrs({"name": "multistep", "milestones": [0.5], "interval": "epoch"}, 6, total=60, per_epoch=10)[2:4] == (
+        pytest.approx([0.1, 0.01])  # 0.5 of 6 epochs
+    )
+
+
+@pytest.mark.parametrize("table", ["table1", "table3", "table4", "table5", "table6", "table7"])
+def test_paper_experiments_keep_the_papers_learning_rate_at_every_step(table: str, tmp_path: Path) -> None:
+    """The composed experiment's schedule against the paper's (lr 0.1, /10 at absolute iterations: PAPER.md §5.1,
+    §5.3) at every one of the run's steps."""
+    cfg = compose_config("train", [f"experiment={table}"], tmp_path)
+    total = cfg.trainer.max_steps
+    paper = [200000, 400000, 500000] if table == "table7" else [64000, 96000]
+    settings = OmegaConf.to_container(cfg.scheduler, resolve=True)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.optimizer.lr)
+    factor = build_scheduler(optimizer, settings, lambda: (total, 1000))["scheduler"].lr_lambdas[0]
+    differ = [
+        step
+        for step in range(total)
+        if not math.isclose(cfg.optimizer.lr * factor(step), 0.1 * 0.1 ** bisect.bisect_right(paper, step))
+    ]
+    assert not differ, f"{len(differ)} steps differ from the paper's schedule, the first at step {differ[0]}"
+
+
 def test_cosine_with_warmup() -> None:
     values = lrs({"name": "cosine", "interval": "step", "warmup_steps": 5}, 100)
     assert values[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
@@ -248,6 +278,10 @@ def test_scheduler_errors() -> None:
         build_scheduler(opt, {"name": "onecycle"}, lambda: (10, 1))
     with pytest.raises(ValueError, match=r"unexpected settings.*'milestone'"):
         build_scheduler(opt, {"name": "multistep", "milestones": [1], "milestone": 3}, lambda: (10, 1))
+    with pytest.raises(ValueError, match=r"scheduler.milestones: 1.5 is neither a fraction of the run"):
+        build_scheduler(opt, {"name": "multistep", "milestones": [0.4, 1.5]}, lambda: (10, 1))
+    with pytest.raises(ValueError, match=r"scheduler.warmup_steps=0.1: give a whole number of steps >= 0"):
+        build_scheduler(opt, {"name": "cosine", "warmup_steps": 0.1}, lambda: (10, 1))
 
 
 def test_mixup_and_ema_are_trained_and_evaluated_separately(tmp_path: Path) -> None:
