@@ -1,6 +1,6 @@
 """Shared LightningDataModule machinery: config validation, deterministic splits and subsets, DataLoaders.
 
-Split policy (DESIGN.md): the validation split used for model selection is carved deterministically from the
+Split policy (docs/design.md §5): the validation split used for model selection is carved deterministically from the
 TRAINING set (``val_fraction``, ``split_seed``); the test split is only served by ``test_dataloader``. PAPER.md §7
 item 17 is the counter-example this avoids (a port that selects its model on the test set).
 """
