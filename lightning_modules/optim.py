@@ -7,7 +7,7 @@ every other weight, as in the paper).
 
 Scheduler dict: ``{"name": "multistep" | "cosine" | "none", "interval": "step" | "epoch", ...}``.
 With ``interval: step`` the milestones count optimiser steps, so the paper's iteration schedule
-(/10 at 64k and 96k of 160k iterations, PAPER.md §5.1) is exact whatever the epoch length.
+(/10 at 64k and 96k of 160k iterations, docs/paper.md §5.1) is exact whatever the epoch length.
 """
 
 from __future__ import annotations
