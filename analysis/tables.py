@@ -180,7 +180,9 @@ def render(table: Table, runs: Sequence[Run], where: Path) -> str:
         lines.append(f"Missing cells: {named}. Run: {', '.join(f'`{c}`' for c in todo)}.")
     deviations = recipe_deviations(table, finished)
     if deviations:
-        recipe_name = "the paper's recipe (docs/paper.md §5)" if paper else f"the recipe of experiment={table.task_name}"
+        recipe_name = (
+            "the paper's recipe (docs/paper.md §5)" if paper else f"the recipe of experiment={table.task_name}"
+        )
         lines += ["", f"Differences from {recipe_name}:", *[f"- {d}" for d in deviations]]
     changed = [(run, change) for run in finished for change in run.config_changes]
     if changed:
