@@ -20,8 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_SUFFIXES = (".py", ".md", ".yaml", ".yml", ".sh", ".toml")
 TEXT_NAMES = ("Makefile",)
-# Without git (a copy of the working tree): the folders .gitignore keeps out of the repository.
-UNTRACKED_DIRS = {"logs", "outputs", "data", "wandb", "build", "dist", "__pycache__"}
+# Without git (a copy of the working tree): the folders .gitignore keeps out of the repository, at its top level
+# or anywhere (hidden folders are left out too).
+IGNORED_TOP_DIRS = {"logs", "outputs", "data", "wandb"}
+IGNORED_DIRS = {"build", "dist", "__pycache__"}
 # The notes the documents in docs/ were written from; they are not part of the repository.
 OLD_NOTES = re.compile(r"\b(?:PAPER|DESIGN)\.md\b")
 
@@ -52,7 +54,8 @@ def repository_files(root: Path) -> list[Path]:
     except (OSError, subprocess.CalledProcessError):
         paths = []
         for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if not d.startswith(".") and d not in UNTRACKED_DIRS]
+            ignored = IGNORED_DIRS | (IGNORED_TOP_DIRS if Path(folder) == root else set())
+            dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ignored and not d.endswith(".egg-info")]
             paths += [Path(folder, name) for name in files]
     return sorted(p for p in paths if (p.suffix in TEXT_SUFFIXES or p.name in TEXT_NAMES) and p.is_file())
 
@@ -225,8 +228,9 @@ def test_the_check_reports_each_kind_of_broken_reference(tmp_path: Path) -> None
         "# docs/spec.md §9 is fenced; output.md and results/t.md are not documents\n",
         encoding="utf-8",
     )
-    (tmp_path / ".venv").mkdir()
-    (tmp_path / ".venv" / "ignored.py").write_text("# docs/ignored.md\n", encoding="utf-8")
+    for folder in (".venv", "logs", "conf/__pycache__", "conf/data"):  # ignored, ignored, ignored, scanned
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "x.yaml").write_text("# docs/spec.md §5\n", encoding="utf-8")
 
     assert broken_references(tmp_path) == [
         "code.py:1: docs/spec.md has no section §1.2",
@@ -235,6 +239,7 @@ def test_the_check_reports_each_kind_of_broken_reference(tmp_path: Path) -> None
         "code.py:2: docs/gone.md does not exist in the repository",
         f"code.py:3: {old_notes}.md is a developer note outside the repository: cite docs/paper.md or docs/design.md",
         "code.py:4: docs/spec.md has no section §9",
+        "conf/data/x.yaml:1: docs/spec.md has no section §5",
         "docs/spec.md:7: docs/spec.md has no section §4",
         "docs/spec.md:13: docs/spec.md has no heading #gone",
         "docs/spec.md:13: link to x.png, which does not exist in the repository",
