@@ -1,4 +1,4 @@
-"""Draw the soft mask M of every attention module over the input images (PAPER.md §1.4 mask branch, §2 f1/f2/f3).
+"""Draw the soft mask M of every attention module over the input images (docs/paper.md §1.4 mask branch, §2 f1/f2/f3).
 
     python -m analysis.masks --ckpt logs/.../checkpoints/last.ckpt [--images a.png my_images/]
         [--data NAME] [--set key=value ...] [--split val|test] [--num-images 8] [--out DIR]
@@ -30,7 +30,7 @@ from resattn.checkpoints import CheckpointError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.masks",
-        description="Draw the attention masks of a checkpoint over images (PAPER.md §1.4).",
+        description="Draw the attention masks of a checkpoint over images (docs/paper.md §1.4).",
     )
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
     parser.add_argument("--images", nargs="+", help="image files or folders (default: the data's --split split)")

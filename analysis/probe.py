@@ -1,4 +1,4 @@
-"""Response-vanishing probe (PAPER.md §6 Table 3 and Fig. 4): the mean absolute value of every attention module's
+"""Response-vanishing probe (docs/paper.md §6.3, Fig. 4): the mean absolute value of every attention module's
 output, for networks with attention residual learning (ARL, ``(1+M)T``) and naive attention learning (NAL, ``MT``).
 
     python -m analysis.probe --arch resattn164_cifar --attention arl nal [--data NAME] [--out DIR]
@@ -112,7 +112,7 @@ def plot_responses(rows: Sequence[Response], path: Path, title: str | None = Non
     ax.set_yscale("log")
     ax.set_xlabel("attention module (stage.module)")
     ax.set_ylabel("mean |output|")
-    ax.set_title(title or "Mean absolute response of each attention module's output (PAPER.md Fig. 4)")
+    ax.set_title(title or "Mean absolute response of each attention module's output (docs/paper.md §6.3, Fig. 4)")
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def fresh_network(arch: str, attention_residual: bool, seed: int, num_classes: i
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.probe",
-        description="Mean absolute response of every attention module's output, ARL vs NAL (PAPER.md Fig. 4).",
+        description="Mean absolute response of every attention module's output, ARL vs NAL (docs/paper.md §6.3).",
     )
     parser.add_argument("--ckpt", action="append", default=[], help="a checkpoint (repeat for several networks)")
     parser.add_argument(

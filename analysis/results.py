@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = load_tables()
     parser = argparse.ArgumentParser(
         prog="python -m analysis.results",
-        description="Print tables from finished runs: the paper's (PAPER.md §6) beside its numbers, and our own.",
+        description="Print tables from finished runs: the paper's (docs/paper.md §6) beside its numbers, and our own.",
     )
     parser.add_argument("tables", nargs="+", help=f"table names ({', '.join(tables)}) or 'all'")
     parser.add_argument("--logs", default="logs", help="the logs directory train.py wrote to (default: logs)")

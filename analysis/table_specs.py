@@ -26,7 +26,7 @@ _PAPER_VALUE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?: \((?P<tag>unverified|der
 
 @dataclass(frozen=True)
 class PaperValue:
-    """A number from PAPER.md §6 and its source tag (paper, unverified, derived, README)."""
+    """A number from docs/paper.md §6 and its source tag (paper, unverified, derived, README)."""
 
     value: float
     tag: str = "paper"
@@ -79,7 +79,7 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Table:
-    """A table: layout, the paper's numbers (PAPER.md §6) if it has any, and the recipe keys its runs should agree
+    """A table: layout, the paper's numbers (docs/paper.md §6) if it has any, and the recipe keys its runs should agree
     on. Its runs are those of ``experiment`` (``task_name``; the table's name unless said)."""
 
     name: str
@@ -186,7 +186,7 @@ def experiment_config(name: str) -> Any:
 
 
 def recipe(table: Table) -> dict[str, Any]:
-    """The values of the table's recipe keys in its experiment file: the paper's recipe (PAPER.md §5)."""
+    """The values of the table's recipe keys in its experiment file: the paper's recipe (docs/paper.md §5)."""
     cfg = experiment_config(table.task_name)
     values = {}
     for key in table.recipe_keys:

@@ -1,8 +1,8 @@
 """A paper table from runs: group the runs into its cells, compare them with the paper, render markdown.
 
 A cell shows the error ``100 * (1 - accuracy)`` as mean ± sample std over its runs (seeds), the run count, and the
-paper's number (PAPER.md §6) with its source tag, ``(unverified)`` included. Settings that differ from the paper's
-recipe (PAPER.md §5, as the table's experiment file holds it) are listed under the table.
+paper's number (docs/paper.md §6) with its source tag, ``(unverified)`` included. Settings that differ from the paper's
+recipe (docs/paper.md §5, as the table's experiment file holds it) are listed under the table.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from analysis.runs import Run, collect_runs
 from analysis.table_specs import Column, Row, Table, command_params, get_table, recipe
 
 TAG_NOTE = (
-    "Paper numbers: PAPER.md §6; untagged = stated in the paper, (unverified) = recalled from the paper, check "
+    "Paper numbers: docs/paper.md §6; untagged = stated in the paper, (unverified) = recalled from the paper, check "
     "before relying on it, (derived) = arithmetic on paper numbers, (README) = the authors' README. "
     "'—' = a paper-only baseline, not trained here."
 )
@@ -100,7 +100,7 @@ def build_cells(table: Table, runs: Sequence[Run]) -> dict[tuple[int, int], Cell
 
 
 def recipe_deviations(table: Table, runs: Sequence[Run]) -> list[str]:
-    """One line per recipe key on which some runs differ from the recipe (the paper's, PAPER.md §5, as the
+    """One line per recipe key on which some runs differ from the recipe (the paper's, docs/paper.md §5, as the
     experiment file holds it), with the run counts, and one for runs that stopped before its number of steps."""
     lines = []
     expected_values = recipe(table)
@@ -180,7 +180,9 @@ def render(table: Table, runs: Sequence[Run], where: Path) -> str:
         lines.append(f"Missing cells: {named}. Run: {', '.join(f'`{c}`' for c in todo)}.")
     deviations = recipe_deviations(table, finished)
     if deviations:
-        recipe_name = "the paper's recipe (PAPER.md §5)" if paper else f"the recipe of experiment={table.task_name}"
+        recipe_name = (
+            "the paper's recipe (docs/paper.md §5)" if paper else f"the recipe of experiment={table.task_name}"
+        )
         lines += ["", f"Differences from {recipe_name}:", *[f"- {d}" for d in deviations]]
     changed = [(run, change) for run in finished for change in run.config_changes]
     if changed:

@@ -187,7 +187,7 @@ def _sync(device: torch.device) -> None:
 
 
 def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """The paper's SGD (PAPER.md §5.1); fused on CUDA, the default (foreach) implementation elsewhere."""
+    """The paper's SGD (docs/paper.md §5.1); fused on CUDA, the default (foreach) implementation elsewhere."""
     fused = {"fused": True} if device.type == "cuda" else {}
     return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4, **fused)
 

@@ -2,7 +2,7 @@
 
 All accept the options of ``DataOptions`` as keyword arguments, each adding its own in a nested ``Options``
 dataclass (the keys of its ``conf/data`` YAML), and share the split policy described in ``ImageDataModule``
-(validation carved from the training set; the test split only for ``test_dataloader``). Recipes: PAPER.md §5.
+(validation carved from the training set; the test split only for ``test_dataloader``). Recipes: docs/paper.md §5.
 """
 
 from datamodules.base import DataOptions, ImageDataModule

@@ -1,7 +1,7 @@
 """Shared LightningDataModule machinery: config validation, deterministic splits and subsets, DataLoaders.
 
-Split policy (DESIGN.md): the validation split used for model selection is carved deterministically from the
-TRAINING set (``val_fraction``, ``split_seed``); the test split is only served by ``test_dataloader``. PAPER.md §7
+Split policy (docs/design.md §5): the validation split used for model selection is carved deterministically from the
+TRAINING set (``val_fraction``, ``split_seed``); the test split is only served by ``test_dataloader``. docs/paper.md §7
 item 17 is the counter-example this avoids (a port that selects its model on the test set).
 """
 
@@ -233,7 +233,7 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
         if not 0 <= config.label_noise < 1:
             raise ValueError(
-                f"label_noise must be in [0, 1) (the noise level 1 - r, PAPER.md §5.2), got {config.label_noise}"
+                f"label_noise must be in [0, 1) (the noise level 1 - r, docs/paper.md §5.2), got {config.label_noise}"
             )
         if config.gpu_resident and type(self).device_transform is ImageDataModule.device_transform:
             raise ValueError(f"{type(self).__name__} has no GPU-resident data path: set data.gpu_resident=false")
@@ -366,7 +366,7 @@ class ImageDataModule(L.LightningDataModule):
         return transform
 
     def _noisy_pool(self, pool: Dataset, train_indices: list[int]) -> Dataset:
-        """The pool with noisy labels for the training split (PAPER.md §5.2, datamodules/label_noise.py); the
+        """The pool with noisy labels for the training split (docs/paper.md §5.2, datamodules/label_noise.py); the
         validation and test splits keep the clean labels. Records and logs the realised flip fraction."""
         hp = self.hparams
         clean = dataset_labels(pool)

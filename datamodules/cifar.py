@@ -1,4 +1,4 @@
-"""CIFAR-10/100 (PAPER.md §5.1): 32x32 RGB, pad-4 random crop + flip, per-pixel mean subtraction, no std division.
+"""CIFAR-10/100 (docs/paper.md §5.1): 32x32 RGB, pad-4 random crop + flip, per-pixel mean subtraction, no std division.
 
 The files are read by torchvision's own ``CIFAR10``/``CIFAR100`` code from the standard python-pickle layout
 (``<root>/cifar-10-batches-py/`` or ``<root>/cifar-100-python/``). Integrity is checked here rather than inside
@@ -42,7 +42,7 @@ class _CIFAR100Files(CIFAR100):
 
 
 class CIFAR10DataModule(ImageDataModule):
-    """CIFAR-10 with the paper's augmentation and per-pixel mean subtraction (PAPER.md §5.1).
+    """CIFAR-10 with the paper's augmentation and per-pixel mean subtraction (docs/paper.md §5.1).
 
     ``mean_image`` (3x32x32, in [0, 1] units) is computed in ``setup`` on the training split, after the
     validation split has been carved out; ``mean`` is then its per-channel average and ``std`` is all ones.
@@ -62,7 +62,7 @@ class CIFAR10DataModule(ImageDataModule):
     torchvision_cls: type[CIFAR10] = CIFAR10
     files_cls: type[CIFAR10] = _CIFAR10Files
     mean = CIFAR10_MEAN  # of the full training set; replaced by the training split's in setup
-    std = (1.0, 1.0, 1.0)  # no std division (PAPER.md §5.1)
+    std = (1.0, 1.0, 1.0)  # no std division (docs/paper.md §5.1)
     mean_image: torch.Tensor | None = None  # computed in setup
 
     @property
@@ -114,17 +114,17 @@ class CIFAR10DataModule(ImageDataModule):
         return _as_tensors(train), _as_tensors(test), list(train.classes)
 
     def _fit_statistics(self, pool: Dataset, train_indices: list[int]) -> None:
-        """The 3x32x32 mean image of the training split, in [0, 1] units (PAPER.md §5.1)."""
+        """The 3x32x32 mean image of the training split, in [0, 1] units (docs/paper.md §5.1)."""
         assert isinstance(pool, TensorImageDataset)
         self.mean_image = pixel_moments(pool.images, train_indices)[0].float()
         self.mean = tuple(self.mean_image.mean((1, 2)).tolist())
 
     def train_transform(self) -> v2.Compose:
-        """Zero-pad 4 + random 32x32 crop + horizontal flip on the mean-subtracted image (PAPER.md §5.1)."""
+        """Zero-pad 4 + random 32x32 crop + horizontal flip on the mean-subtracted image (docs/paper.md §5.1)."""
         return cifar_transform(self._require_mean_image(), train=True)
 
     def eval_transform(self) -> v2.Compose:
-        """The original 32x32 image minus the mean image, single view (PAPER.md §5.1)."""
+        """The original 32x32 image minus the mean image, single view (docs/paper.md §5.1)."""
         return cifar_transform(self._require_mean_image(), train=False)
 
     def device_transform(self, *, train: bool) -> BatchAugmentation:
@@ -138,7 +138,7 @@ class CIFAR10DataModule(ImageDataModule):
 
 
 class CIFAR100DataModule(CIFAR10DataModule):
-    """CIFAR-100 (fine labels), same recipe as CIFAR-10 (PAPER.md §5.1)."""
+    """CIFAR-100 (fine labels), same recipe as CIFAR-10 (docs/paper.md §5.1)."""
 
     @dataclasses.dataclass(kw_only=True)
     class Options(CIFAR10DataModule.Options):

@@ -69,7 +69,7 @@ class EncodedImageDataModule(ImageDataModule):
         self.decode_device: torch.device | None = None  # set when the loaders decode on the device
 
     def train_transform(self) -> v2.Compose:
-        """Decode with PIL, then RandomResizedCrop(image_size) + flip + normalise (PAPER.md §5.3)."""
+        """Decode with PIL, then RandomResizedCrop(image_size) + flip + normalise (docs/paper.md §5.3)."""
         return v2.Compose([DecodePIL(PIL_MODES[self.in_chans]), self._pipeline(train=True)])
 
     def eval_transform(self) -> v2.Compose:

@@ -1,4 +1,4 @@
-"""ImageFolder trees: ImageNet (PAPER.md §5.3) and any ``<class>/<image>`` folder, with ImageNet-style transforms.
+"""ImageFolder trees: ImageNet (docs/paper.md §5.3) and any ``<class>/<image>`` folder, with ImageNet-style transforms.
 
 Corrupt or truncated images. Default (``skip_corrupt=False``): nothing is scanned up front (ImageNet has 1.3 M
 files); the loader decodes each image fully and turns a decoding failure into an ``OSError`` that names the file
@@ -109,11 +109,11 @@ class _FolderDataModule(ImageDataModule):
             dataset.targets = [label for _, label in dataset.samples]
 
     def train_transform(self) -> v2.Compose:
-        """RandomResizedCrop(image_size) + flip + normalise (scale/aspect augmentation, PAPER.md §5.3)."""
+        """RandomResizedCrop(image_size) + flip + normalise (scale/aspect augmentation, docs/paper.md §5.3)."""
         return imagenet_transform(self.image_size, self.mean, self.std, train=True)
 
     def eval_transform(self) -> v2.Compose:
-        """Resize(round(image_size / 0.875)) + CenterCrop(image_size) + normalise (single crop, PAPER.md §5.3)."""
+        """Resize(round(image_size / 0.875)) + CenterCrop(image_size) + normalise (single crop, docs/paper.md §5.3)."""
         return imagenet_transform(self.image_size, self.mean, self.std, train=False)
 
 
@@ -166,7 +166,7 @@ class ImageFolderDataModule(_FolderDataModule):
 
 
 class ImageNetDataModule(_FolderDataModule):
-    """ILSVRC-2012 (PAPER.md §5.3): ``root/train/<wnid>/*.JPEG``; ``root/val/<wnid>/*.JPEG`` is the test set.
+    """ILSVRC-2012 (docs/paper.md §5.3): ``root/train/<wnid>/*.JPEG``; ``root/val/<wnid>/*.JPEG`` is the test set.
 
     The model-selection split is carved from train (``val_fraction``), so the official val set stays a test set.
     """

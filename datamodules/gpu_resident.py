@@ -8,7 +8,7 @@ same code runs (and is tested) anywhere.
 Augmentation semantics are those of the torchvision pipelines in :mod:`datamodules.transforms`:
 
 - ``uint8 -> float32`` as ``ToDtype(scale=True)`` does it (``x.to(float32).mul_(1 / 255)``), then either the
-  mean image is subtracted (CIFAR, PAPER.md §5.1) or ``Normalize(mean, std)`` is applied;
+  mean image is subtracted (CIFAR, docs/paper.md §5.1) or ``Normalize(mean, std)`` is applied;
 - ``RandomCrop(size, padding=pad, fill=0)``: offsets ``top`` and ``left`` drawn uniformly from ``0..2*pad``,
   the padded border is 0 *in the space where the torchvision pipeline pads* (after mean subtraction for CIFAR,
   i.e. the mean pixel; in raw pixels for Fashion-MNIST, i.e. black, which normalises to ``-mean / std``);

@@ -1,4 +1,4 @@
-"""Synthetic label noise for the noisy-label experiment (PAPER.md §5.2, Table 5; ambiguity §7 item 14).
+"""Synthetic label noise for the noisy-label experiment (docs/paper.md §5.2, Table 5; ambiguity §7 item 14).
 
 Each training label ``y`` is replaced by a draw from row ``y`` of a confusion matrix ``Q`` with
 ``Q[i][i] = r`` and ``Q[i][j] = (1 - r) / (K - 1)`` for ``j != i`` (r = clean-label ratio, K classes).
@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 
 
 def transition_matrix(num_classes: int, noise: float) -> torch.Tensor:
-    """``Q`` (float64, K x K): ``1 - noise`` on the diagonal, ``noise / (K - 1)`` elsewhere (PAPER.md §5.2)."""
+    """``Q`` (float64, K x K): ``1 - noise`` on the diagonal, ``noise / (K - 1)`` elsewhere (docs/paper.md §5.2)."""
     if num_classes < 2:
         raise ValueError(f"label noise needs at least 2 classes, got num_classes={num_classes}")
     if not 0.0 <= noise < 1.0:

@@ -1,4 +1,4 @@
-"""Preprocessing pipelines (torchvision ``transforms.v2``) for the recipes of PAPER.md §5."""
+"""Preprocessing pipelines (torchvision ``transforms.v2``) for the recipes of docs/paper.md §5."""
 
 import torch
 from torchvision.transforms import v2
@@ -22,7 +22,7 @@ def imagenet_statistics(in_chans: int) -> tuple[tuple[float, ...], tuple[float, 
 
 
 class SubtractMeanImage:
-    """Subtract a fixed ``(C, H, W)`` mean image: CIFAR's per-pixel mean subtraction (PAPER.md §5.1)."""
+    """Subtract a fixed ``(C, H, W)`` mean image: CIFAR's per-pixel mean subtraction (docs/paper.md §5.1)."""
 
     def __init__(self, mean_image: torch.Tensor) -> None:
         self.mean_image = mean_image
@@ -58,7 +58,7 @@ def small_image_transform(
 
 
 def imagenet_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *, train: bool) -> v2.Compose:
-    """PIL image → train: RandomResizedCrop + flip (scale/aspect augmentation, PAPER.md §5.3);
+    """PIL image → train: RandomResizedCrop + flip (scale/aspect augmentation, docs/paper.md §5.3);
     eval: Resize(round(image_size / 0.875)) + CenterCrop(image_size). Then scale to [0, 1] and normalise."""
     if train:
         geometry = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]

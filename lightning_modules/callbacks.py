@@ -1,5 +1,5 @@
 """Lightning callbacks: ``last.ckpt`` for crash recovery, and attention-mask grids and statistics during training
-(PAPER.md §1.4; ``python train.py callbacks=masks``)."""
+(docs/paper.md §1.4; ``python train.py callbacks=masks``)."""
 
 from __future__ import annotations
 

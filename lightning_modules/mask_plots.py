@@ -1,4 +1,4 @@
-"""Drawing the soft masks M of a Residual Attention Network over its input images (PAPER.md §1.4, §2 f1/f2/f3).
+"""Drawing the soft masks M of a Residual Attention Network over its input images (docs/paper.md §1.4, §2 f1/f2/f3).
 
 One grid, one row per image: the image as the network sees it (min-max scaled), then one column per attention
 module (labelled with its stage and module) with the module's mask averaged over channels, bilinearly upsampled to

@@ -8,7 +8,7 @@ every other weight, as in the paper).
 Scheduler dict: ``{"name": "multistep" | "cosine" | "none", "interval": "step" | "epoch", ...}``.
 Milestones are fractions of the run (floats in (0, 1)) or counts (integers); the warm-up is a count. With
 ``interval: step`` they count optimiser steps, so the paper's iteration schedule (/10 at 64k and 96k of 160k
-iterations, PAPER.md §5.1) is exact whatever the epoch length: as fractions (0.4, 0.6), the default, it is the
+iterations, docs/paper.md §5.1) is exact whatever the epoch length: as fractions (0.4, 0.6), the default, it is the
 paper's at the paper's length and anneals any shorter run too.
 """
 

@@ -1,4 +1,4 @@
-"""The attention module (PAPER.md §1.1, §1.5).
+"""The attention module (docs/paper.md §1.1, §1.5).
 
 ::
 

@@ -1,10 +1,10 @@
-"""Soft mask branch and mask activations (PAPER.md §1.4, §2, Table 4).
+"""Soft mask branch and mask activations (docs/paper.md §1.4, §2, Table 4).
 
 The hourglass mask follows the authors' prototxt: ``num_pools`` times max-pool (3x3, stride 2, Caffe's
 ceil mode, no padding) followed by residual units, a skip unit at every intermediate resolution, bilinear
 up-sampling (``align_corners=True``) *to the size of the stored bottom-up tensor* plus that skip, and a
 final up-sampling to the trunk's size. The skip is the only thing added: neither the trunk output nor
-the encoder feature is added a second time (PAPER.md §7.1).
+the encoder feature is added a second time (docs/paper.md §7.1).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def pooled_size(size: int) -> int:
 
 
 class MaskActivation(nn.Module):
-    """The three attention types f1/f2/f3 of PAPER.md §2, applied to the mask's pre-activation.
+    """The three attention types f1/f2/f3 of docs/paper.md §2, applied to the mask's pre-activation.
 
     - ``mixed`` (f1): element-wise sigmoid, attention over channels and space, values in (0, 1).
     - ``channel`` (f2): L2-normalise the C-vector at each position, values in [-1, 1].
@@ -69,7 +69,7 @@ class MaskActivation(nn.Module):
 
 
 class MaskTail(nn.Sequential):
-    """The two 1x1 convolutions before the mask activation (PAPER.md §1.4, §3.1).
+    """The two 1x1 convolutions before the mask activation (docs/paper.md §1.4, §3.1).
 
     Pre-activation networks: BN-ReLU-1x1-BN-ReLU-1x1. Post-activation (ResNeXt) networks, whose
     features are already post-ReLU, drop the first BN-ReLU: 1x1-BN-ReLU-1x1. Both convs are C->C,
@@ -83,7 +83,7 @@ class MaskTail(nn.Sequential):
 
 
 class HourglassMask(nn.Module):
-    """Bottom-up/top-down soft mask trunk with skips (PAPER.md §1.4); returns features at ``x``'s size.
+    """Bottom-up/top-down soft mask trunk with skips (docs/paper.md §1.4); returns features at ``x``'s size.
 
     Level ``i`` (0-based, ``i < num_pools``): pool, then ``units_per_level`` units (r), or twice that at
     the bottom level (2r). Every level above the bottom keeps a skip unit; on the way up the deeper

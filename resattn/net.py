@@ -1,4 +1,4 @@
-"""ResidualAttentionNet: stem, stages of units and attention modules, final norm, head (PAPER.md §3, §4).
+"""ResidualAttentionNet: stem, stages of units and attention modules, final norm, head (docs/paper.md §3, §4).
 
 Follows timm's model interface: ``forward_features`` returns unpooled maps, ``forward_head`` pools and
 classifies, top-level children are ``stem``, ``stages``, ``norm`` and ``head`` so that
@@ -98,7 +98,7 @@ class ResidualAttentionNet(nn.Module):
         variant: spec or registered name (see :func:`resattn.list_variants`).
         num_classes: classifier outputs (0: no classifier); defaults to the variant's.
         in_chans: input channels.
-        mask_type: ``mixed`` (f1), ``channel`` (f2) or ``spatial`` (f3), PAPER.md §2.
+        mask_type: ``mixed`` (f1), ``channel`` (f2) or ``spatial`` (f3), docs/paper.md §2.
         mask_structure: ``hourglass`` (bottom-up/top-down) or ``local`` (Table 4's local convolutions).
         local_mask_units: units of a local mask; default: as many as cost the hourglass's FLOPs.
         attention_residual: ``True`` for ARL ``(1+M)*T``, ``False`` for NAL ``M*T``.
@@ -153,7 +153,7 @@ class ResidualAttentionNet(nn.Module):
                 channels, reduction = stage_spec.out_channels, reduction * stage_spec.stride
                 self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"stages.{i}"))
             self.stages = nn.Sequential(*stages)
-            # Pre-activation nets end on a raw residual sum, so they need a last BN-ReLU (PAPER.md §3.2).
+            # Pre-activation nets end on a raw residual sum, so they need a last BN-ReLU (docs/paper.md §3.2).
             self.norm = BNReLU(channels) if preactivation else nn.Identity()
             # timm's features_only (flatten_sequential) flattens the BNReLU Sequential into norm_0/norm_1, so the
             # last feature is taken at the ReLU, "norm.1"; an Identity norm stays "norm".
@@ -167,7 +167,7 @@ class ResidualAttentionNet(nn.Module):
             self.to(dtype=dtype)
 
     def _init_weights(self, zero_init_last: bool) -> None:
-        """He (MSRA) init for convs (PAPER.md §5.1), unit BN scales, small-normal classifier."""
+        """He (MSRA) init for convs (docs/paper.md §5.1), unit BN scales, small-normal classifier."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -1,11 +1,11 @@
 """Markdown summary of the registered variants: depth, parameters and MACs against the paper.
 
 ``python -m resattn.summary [--names resattn56 resattn92_cifar] [--output FILE]`` prints a table with one
-row per variant: trunk depth and its formula (PAPER.md §3.3: ``3(2p+t)·modules + 20`` for attention
+row per variant: trunk depth and its formula (docs/paper.md §3.3: ``3(2p+t)·modules + 20`` for attention
 networks, ``9n + 2`` for the pre-activation ResNet baselines), parameters, GMACs at the variant's native
 input size (batch 1), and the paper's figures with the relative difference.
 
-The paper's "FLOPs" are multiply-accumulates (PAPER.md §3.2 reproduces Table 2's 6.2 G for Attention-56 as
+The paper's "FLOPs" are multiply-accumulates (docs/paper.md §3.2 reproduces Table 2's 6.2 G for Attention-56 as
 6.27 GMACs), so our GMACs are compared with its GFLOPs directly. MACs are counted by
 :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products; it reports
 2 FLOPs per MAC), so BN, ReLU, pooling and interpolation are not counted.
@@ -92,7 +92,7 @@ def count_gmacs(model: nn.Module, input_size: Sequence[int]) -> float:
 
 
 def depth_formula(spec: VariantSpec) -> tuple[str, int]:
-    """PAPER.md §3.3's formula for ``spec`` as text and value.
+    """docs/paper.md §3.3's formula for ``spec`` as text and value.
 
     Attention networks: ``3·(2p+t)·modules + 20``. Networks without attention modules (the ResNet
     baselines) with ``n`` units in each of their stages: ``9n + 2``.
@@ -193,7 +193,7 @@ def format_markdown(rows: Sequence[SummaryRow]) -> str:
     if off_size:
         lines += [
             "",
-            "The paper's ImageNet FLOPs are for 224×224 input (PAPER.md §7.9), so Δ FLOPs is not like for like "
+            "The paper's ImageNet FLOPs are for 224×224 input (docs/paper.md §7.9), so Δ FLOPs is not like for like "
             f"for {', '.join(f'`{n}`' for n in off_size)}.",
         ]
     return "\n".join(lines) + "\n"

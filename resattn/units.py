@@ -1,4 +1,4 @@
-"""Residual units, the building blocks of trunk, mask and standalone layers (PAPER.md §3.1).
+"""Residual units, the building blocks of trunk, mask and standalone layers (docs/paper.md §3.1).
 
 Every unit maps ``(N, in_channels, H, W) -> (N, out_channels, H/stride, W/stride)`` and takes the same
 constructor arguments, so a unit type is data: a key of :data:`UNIT_TYPES`.
@@ -30,7 +30,7 @@ class BNReLU(nn.Sequential):
 
 
 class PreActBottleneck(nn.Module):
-    """Pre-activation bottleneck unit of Attention-56/92 (PAPER.md §3.1).
+    """Pre-activation bottleneck unit of Attention-56/92 (docs/paper.md §3.1).
 
     ``z = ReLU(BN(x))``; residual ``1x1(C/4) -> BN-ReLU -> 3x3(C/4, stride) -> BN-ReLU -> 1x1(C)``;
     shortcut is ``x`` or a strided 1x1 projection of ``z`` (the pre-activated input), no conv biases.
@@ -63,7 +63,7 @@ class PreActBottleneck(nn.Module):
 
 
 class ResNeXtBottleneck(nn.Module):
-    """Post-activation ResNeXt unit of AttentionNeXt (PAPER.md §3.1), 32x4d style.
+    """Post-activation ResNeXt unit of AttentionNeXt (docs/paper.md §3.1), 32x4d style.
 
     ``1x1(C/2) -> BN-ReLU -> 3x3(C/2, groups=32, stride) -> BN-ReLU -> 1x1(C) -> BN``, shortcut ``x`` or
     ``1x1(stride) -> BN``, output ``ReLU(h + shortcut)``.
@@ -106,7 +106,7 @@ class ResNeXtBottleneck(nn.Module):
 class InceptionResidualUnit(nn.Module):
     """Simplified pre-activation Inception-ResNet unit for AttentionInception-56.
 
-    The paper gives no definition (PAPER.md §3.4, §7.11), only that the Inception block was simplified
+    The paper gives no definition (docs/paper.md §3.4, §7.11), only that the Inception block was simplified
     to keep params and FLOPs at Attention-56's scale. Our choice, with ``w = C/8``::
 
         z   = ReLU(BN(x))

@@ -1,10 +1,10 @@
-"""Every named network as data: one :class:`VariantSpec` row per variant (PAPER.md §3, §4).
+"""Every named network as data: one :class:`VariantSpec` row per variant (docs/paper.md §3, §4).
 
 A variant is a stem, a list of stages and the attention hyper-parameters p, t, r. A stage is a run of
 standalone units (the first one changes width and stride), ``num_modules`` attention modules whose
 masks pool ``mask_pools`` times, and optional standalone units after them.
 
-Trunk depth (PAPER.md §3.3) counts the weighted layers on the trunk path: the stem conv, three per
+Trunk depth (docs/paper.md §3.3) counts the weighted layers on the trunk path: the stem conv, three per
 standalone unit, ``3 * (2p + t)`` per attention module and the classifier; mask layers and projection
 shortcuts are excluded. For every attention variant that is ``3 * (2p + t) * modules + 20``.
 """
@@ -99,7 +99,7 @@ class VariantSpec:
 
 
 def imagenet_stages(modules: Sequence[int], widths: Sequence[int] = (256, 512, 1024, 2048)) -> tuple[StageSpec, ...]:
-    """ImageNet layout (PAPER.md §3.2): masks pool 3/2/1 times, then 3 plain units at 1/32 resolution."""
+    """ImageNet layout (docs/paper.md §3.2): masks pool 3/2/1 times, then 3 plain units at 1/32 resolution."""
     m1, m2, m3 = modules
     w1, w2, w3, w4 = widths
     return (
@@ -113,7 +113,7 @@ def imagenet_stages(modules: Sequence[int], widths: Sequence[int] = (256, 512, 1
 def cifar_stages(
     modules_per_stage: int, widths: Sequence[int] = (64, 128, 256), pools: Sequence[int] = (3, 2, 1)
 ) -> tuple[StageSpec, ...]:
-    """CIFAR layout, PAPER.md §4's recommended default: 3 stages at 32/16/8 px, m modules each,
+    """CIFAR layout, docs/paper.md §4's recommended default: 3 stages at 32/16/8 px, m modules each,
     masks pooling 3/2/1 times down to 4x4, two standalone units per stage (a transition unit, stride 2
     in stages 2-3, before the modules and one more unit after them)."""
     return tuple(
@@ -142,7 +142,7 @@ _TABLE7 = "Table 7 (unverified)"
 VARIANTS: dict[str, VariantSpec] = {
     v.name: v
     for v in (
-        # ImageNet (PAPER.md §3). 128/164 continue 92's (m-1, m, m+1) module rule.
+        # ImageNet (docs/paper.md §3). 128/164 continue 92's (m-1, m, m+1) module rule.
         _imagenet("resattn56", (1, 1, 1), paper_params_m=31.9, paper_gflops=6.2, paper_source=_TABLE2),
         _imagenet("resattn92", (1, 2, 3), paper_params_m=51.3, paper_gflops=10.4, paper_source=_TABLE2),
         _imagenet("resattn128", (2, 3, 4)),
@@ -159,7 +159,7 @@ VARIANTS: dict[str, VariantSpec] = {
             paper_gflops=6.3,
             paper_source=_TABLE7,
         ),
-        # CIFAR twins (PAPER.md §4): 36m + 20 with m modules per stage.
+        # CIFAR twins (docs/paper.md §4): 36m + 20 with m modules per stage.
         _cifar("resattn56_cifar", cifar_stages(1)),
         _cifar("resattn92_cifar", cifar_stages(2), paper_params_m=1.9, paper_source=_TABLE6),
         _cifar("resattn128_cifar", cifar_stages(3)),

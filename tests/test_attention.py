@@ -1,4 +1,4 @@
-"""The attention module (PAPER.md §1.1, §1.5): ARL (1+M)*T vs NAL M*T, assembly p/t/p around the mask."""
+"""The attention module (docs/paper.md §1.1, §1.5): ARL (1+M)*T vs NAL M*T, assembly p/t/p around the mask."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def module(residual: bool, **kw: object) -> AttentionModule:
 
 def test_structure_p_t_r() -> None:
     m = AttentionModule("preact", 8, num_pools=3)
-    assert (len(m.pre), len(m.trunk), len(m.post)) == (1, 2, 1)  # p=1, t=2 (PAPER.md §1.2)
+    assert (len(m.pre), len(m.trunk), len(m.post)) == (1, 2, 1)  # p=1, t=2 (docs/paper.md §1.2)
     assert isinstance(m.mask, SoftMaskBranch) and isinstance(m.mask.body, HourglassMask)
     assert m.attention_residual and m.mask.activation.mask_type == "mixed"
     m452 = AttentionModule("preact", 8, num_pools=3, num_pre_units=2, num_trunk_units=4, units_per_level=3)
@@ -85,7 +85,7 @@ def test_module_output_is_post_of_fused_trunk_and_mask(residual: bool, mask_type
         trunk, mask = m.trunk(a), m.mask(a)
         fused = (1 + mask) * trunk if residual else mask * trunk
         expected = m.post(fused)
-        # the mask is computed from a (the p-unit output, PAPER.md §7.6), not from the module input x
+        # the mask is computed from a (the p-unit output, docs/paper.md §7.6), not from the module input x
         from_input = m.post((1 + m.mask(x)) * trunk if residual else m.mask(x) * trunk)
         out = m(x)
     assert mask.shape == trunk.shape == out.shape == x.shape

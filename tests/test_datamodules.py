@@ -66,7 +66,7 @@ def test_cifar10_batches_split_and_classes(tmp_path: Path) -> None:
 
 
 def test_cifar_mean_image_subtraction(tmp_path: Path) -> None:
-    """PAPER.md §5.1: the per-pixel mean of the training split is subtracted; no std division."""
+    """docs/paper.md §5.1: the per-pixel mean of the training split is subtracted; no std division."""
     raw = write_cifar(tmp_path)
     dm = cifar10(tmp_path)
     dm.setup()

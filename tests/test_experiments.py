@@ -1,6 +1,6 @@
-"""The paper-table experiment files (PAPER.md §6): they compose, the results script reads its recipe from them (PAPER.md
-§5), their grid (hydra.sweeper.params) fills every cell of the results table, and a tiny Table 1 runs end to end
-into a filled table."""
+"""The paper-table experiment files (docs/paper.md §6): they compose, the results script reads its recipe from them
+(docs/paper.md §5), their grid (hydra.sweeper.params) fills every cell of the results table, and a tiny Table 1 runs
+end to end into a filled table."""
 
 from __future__ import annotations
 

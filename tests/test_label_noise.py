@@ -1,4 +1,4 @@
-"""Label noise for Table 5 (PAPER.md §5.2): the confusion matrix Q, its sampling, and the training split only."""
+"""Label noise for Table 5 (docs/paper.md §5.2): the confusion matrix Q, its sampling, and the training split only."""
 
 from __future__ import annotations
 

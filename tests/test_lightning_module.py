@@ -247,7 +247,7 @@ def test_milestones_as_fractions_follow_the_run_and_the_warm_up_ramps() -> None:
 
 @pytest.mark.parametrize("table", ["table1", "table3", "table4", "table5", "table6", "table7"])
 def test_paper_experiments_keep_the_papers_learning_rate_at_every_step(table: str, tmp_path: Path) -> None:
-    """The composed experiment's schedule against the paper's (lr 0.1, /10 at absolute iterations: PAPER.md §5.1,
+    """The composed experiment's schedule against the paper's (lr 0.1, /10 at absolute iterations: docs/paper.md §5.1,
     §5.3) at every one of the run's steps."""
     cfg = compose_config("train", [f"experiment={table}"], tmp_path)
     total = cfg.trainer.max_steps

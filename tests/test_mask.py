@@ -1,4 +1,4 @@
-"""Soft mask branch and mask activations (PAPER.md §1.4, §2, §7.1-7.3, Table 4), checked by hand."""
+"""Soft mask branch and mask activations (docs/paper.md §1.4, §2, §7.1-7.3, Table 4), checked by hand."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def up(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def stage1_mask_by_hand(mask: HourglassMask, x0: torch.Tensor) -> torch.Tensor:
-    """PAPER.md §1.4's stage-1 recipe written out: three pools, two skips, nothing else added."""
+    """docs/paper.md §1.4's stage-1 recipe written out: three pools, two skips, nothing else added."""
     d1 = mask.down[0](caffe_pool(x0))
     d2 = mask.down[1](caffe_pool(d1))
     d3 = mask.down[2](caffe_pool(d2))
@@ -52,7 +52,7 @@ def tail_by_hand(tail: MaskTail, m: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.relu(bn(h, bn2)), conv2.weight)
 
 
-# --- mask activations (PAPER.md §2) ---------------------------------------------------------------
+# --- mask activations (docs/paper.md §2) ---------------------------------------------------------------
 def test_mixed_is_elementwise_sigmoid() -> None:
     x = torch.tensor([-2.0, 0.0, 3.0]).view(1, 3, 1, 1)
     expected = torch.tensor([1 / (1 + math.exp(2.0)), 0.5, 1 / (1 + math.exp(-3.0))]).view(1, 3, 1, 1)
@@ -119,7 +119,7 @@ def test_unknown_mask_type_lists_the_accepted_ones() -> None:
         MaskActivation("softmax")
 
 
-# --- pooling and up-sampling (PAPER.md §1.4, §7.2, §7.3) ----------------------------------------
+# --- pooling and up-sampling (docs/paper.md §1.4, §7.2, §7.3) ----------------------------------------
 def test_pooled_size_is_caffe_ceil_mode() -> None:
     for size in range(2, 80):
         expected = math.ceil((size - 3) / 2) + 1
@@ -162,7 +162,7 @@ def test_hourglass_unit_counts(num_pools: int, r: int, down: list, skips: int, u
 def test_hourglass_matches_the_prototxt_recipe(size: tuple[int, int]) -> None:
     """Pool -> down units -> skip units -> up-sample to the stored size -> + skip only -> up units -> to x.
 
-    Neither the encoder feature nor the input is added a second time (PAPER.md §7.1).
+    Neither the encoder feature nor the input is added a second time (docs/paper.md §7.1).
     """
     mask = randomize_bn(HourglassMask("preact", 8, num_pools=3))
     x0 = torch.randn(2, 8, *size)

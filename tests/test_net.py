@@ -1,4 +1,4 @@
-"""ResidualAttentionNet (PAPER.md §3, §4): shapes of every variant, depth, size, gradients, masks, errors."""
+"""ResidualAttentionNet (docs/paper.md §3, §4): shapes of every variant, depth, size, gradients, masks, errors."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_every_variant_forward_shapes(name: str) -> None:
     assert isinstance(net, ResidualAttentionNet)
     assert net.num_features == spec.num_features == spec.stages[-1].out_channels
     assert net.num_classes == spec.num_classes == (1000 if spec.family == "imagenet" else 10)
-    # no conv biases anywhere (PAPER.md §3.1): apart from BN, the classifier's is the only bias
+    # no conv biases anywhere (docs/paper.md §3.1): apart from BN, the classifier's is the only bias
     assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
     biases = {n for n, _ in net.named_parameters() if n.endswith(".bias")}
     bn_biases = {f"{n}.bias" for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)}
@@ -165,7 +165,7 @@ def test_depth_table_of_the_paper() -> None:
 
 
 def test_attention56_has_18_trunk_units() -> None:
-    """PAPER.md §3.3: 6 standalone + 3 modules x 4 units = 18 residual units on the trunk path."""
+    """docs/paper.md §3.3: 6 standalone + 3 modules x 4 units = 18 residual units on the trunk path."""
     with torch.device("meta"):
         net = ResidualAttentionNet("resattn56")
     trunk_units = [n for n, m in net.named_modules() if isinstance(m, PreActBottleneck) and ".mask." not in f".{n}."]
@@ -176,10 +176,10 @@ def test_attention56_has_18_trunk_units() -> None:
 @pytest.mark.parametrize(
     ("name", "params_m"),
     [
-        ("resattn56", 31.81),  # PAPER.md §3.2, counted from the prototxt
+        ("resattn56", 31.81),  # docs/paper.md §3.2, counted from the prototxt
         ("resattn92", 52.47),
         ("resattnext56", 31.32),
-        ("resattn92_cifar", 1.84),  # PAPER.md §4
+        ("resattn92_cifar", 1.84),  # docs/paper.md §4
         ("resattn_resnet164_cifar", 1.70),
         ("resattn_resnet1001_cifar", 10.33),
     ],
@@ -195,7 +195,7 @@ def test_attention56_against_paper_table2() -> None:
     net = ResidualAttentionNet("resattn56")
     assert n_params(net) / 1e6 == pytest.approx(spec.paper_params_m, rel=0.01)  # 31.9 M
     macs = gmacs(net, (224, 224))
-    assert macs == pytest.approx(6.27, rel=0.01)  # PAPER.md §3.2
+    assert macs == pytest.approx(6.27, rel=0.01)  # docs/paper.md §3.2
     assert macs == pytest.approx(spec.paper_gflops, rel=0.03)  # Table 2: 6.2 G (multiply-adds)
 
 
@@ -204,7 +204,7 @@ def test_attention92_gmacs() -> None:
 
 
 def test_mask_share_of_attention56() -> None:
-    """PAPER.md §3.2: 6.96 M of Attention-56's parameters sit in the masks."""
+    """docs/paper.md §3.2: 6.96 M of Attention-56's parameters sit in the masks."""
     with torch.device("meta"):
         net = ResidualAttentionNet("resattn56")
     mask = sum(n_params(m.mask) for _, m in net.attention_modules())

@@ -1,4 +1,4 @@
-"""The NAL response-vanishing probe (PAPER.md Fig. 4): values, files, and equality with a hook-free forward."""
+"""The NAL response-vanishing probe (docs/paper.md §6.3): values, files, and equality with a hook-free forward."""
 
 from __future__ import annotations
 

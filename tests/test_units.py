@@ -1,4 +1,4 @@
-"""Residual units (PAPER.md §3.1): hand-computed forward passes, shortcuts, strides, groups, zero init."""
+"""Residual units (docs/paper.md §3.1): hand-computed forward passes, shortcuts, strides, groups, zero init."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_inception_unit_shape_and_budget() -> None:
     out = unit(torch.randn(1, 64, 15, 10))
     assert out.shape == (1, 128, 8, 5)
 
-    # its conv weights stay at the bottleneck's budget (~1.05 C^2 vs 1.0625 C^2), PAPER.md §3.4
+    # its conv weights stay at the bottleneck's budget (~1.05 C^2 vs 1.0625 C^2), docs/paper.md §3.4
     def conv_weights(m: nn.Module) -> int:
         return sum(c.weight.numel() for n, c in m.named_modules() if isinstance(c, nn.Conv2d) and "shortcut" not in n)
 

@@ -1,4 +1,4 @@
-"""Attention-mask grids (PAPER.md §1.4): the arrays drawn are the model's own masks; command and callback files."""
+"""Attention-mask grids (docs/paper.md §1.4): the arrays drawn are the model's own masks; command and callback files."""
 
 from __future__ import annotations
 

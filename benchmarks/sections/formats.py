@@ -13,7 +13,7 @@ from benchmarks.runner import Runner
 from benchmarks.sections.base import Section, SectionResult
 from benchmarks.settings import Settings
 
-PAPER_IMAGENET_IMAGES = 530_000 * 256  # PAPER.md §5.3: 530k iterations at batch 256, about 136 M images
+PAPER_IMAGENET_IMAGES = 530_000 * 256  # docs/paper.md §5.3: 530k iterations at batch 256, about 136 M images
 NODE_CORES = 32  # a 4-GPU training node's share of cores, for the ceiling column
 HEADER = [
     "pipeline",
@@ -77,7 +77,7 @@ class FormatsResult(SectionResult):
             f"{f['date']}: {f['cpu']}, GPU {f['gpu']}.\n\n"
             "The ceiling: data loading caps ImageNet Attention-56 training at cores x img/s per core, whatever the "
             f"GPUs; the paper's schedule (530k iterations at batch 256, {PAPER_IMAGENET_IMAGES / 1e6:.0f} M images, "
-            f"PAPER.md §5.3) cannot finish sooner than the time shown with {NODE_CORES} cores loading data. This "
+            f"docs/paper.md §5.3) cannot finish sooner than the time shown with {NODE_CORES} cores loading data. This "
             f"machine's {int(f['cores'])} cores cap it at {best * f['cores']:,.0f} img/s, far above what its CPU "
             "trains the network at (the recipe section)."
         )

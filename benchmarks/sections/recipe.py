@@ -14,7 +14,7 @@ from benchmarks.runner import LOOP_WARMUP, Runner
 from benchmarks.sections.base import Goal, Section, SectionResult, loop_median, phase
 from benchmarks.settings import Settings
 
-PAPER_CIFAR_STEPS, PAPER_CIFAR_BATCH = 160_000, 64  # PAPER.md §5.1
+PAPER_CIFAR_STEPS, PAPER_CIFAR_BATCH = 160_000, 64  # docs/paper.md §5.1
 GOAL_MINUTES, GOAL_GPU = 10, "one H100"  # the paper's CIFAR schedule should train this fast on this GPU
 IMAGES = PAPER_CIFAR_STEPS * PAPER_CIFAR_BATCH
 
@@ -73,7 +73,7 @@ class RecipeResult(SectionResult):
             f"`Trainer.fit` of `ImageClassifier(arch={cifar_arch})` at resattn's default ({'/'.join(s.default)}) with "
             f"CIFAR-10's datamodule and recipe over random in-memory images, batch {PAPER_CIFAR_BATCH}, {s.device}; "
             f"{LOOP_WARMUP} warm-up steps then {s.repeats} interleaved rounds of {s.loop_steps} steps. The paper's "
-            f"schedule is {PAPER_CIFAR_STEPS:,} steps of {PAPER_CIFAR_BATCH} images (PAPER.md §5.1); its time is "
+            f"schedule is {PAPER_CIFAR_STEPS:,} steps of {PAPER_CIFAR_BATCH} images (docs/paper.md §5.1); its time is "
             "extrapolated from the steady-state img/s, without validation and checkpoint writes.\n\n"
             + markdown_table(["data path", "train img/s", "160k steps take", "error"], rows)
             + f"\n\n`{imagenet.case.model}` at 224x224, {imagenet.case.config}, batch {imagenet.case.batch}: "
