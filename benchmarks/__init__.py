@@ -1,7 +1,6 @@
 """Benchmarks of resattn: throughput and memory tables, library and training-loop comparisons (BENCHMARKS.md).
 
-Entry point: ``python -m benchmarks.run`` (``--help`` for the sections, variants, sizes and modes). The parts:
-``settings`` (the options), ``runner`` (a fresh process per measurement, retries), ``sections`` (one module per
-section: how it measures, its table and its goals), ``document`` (the results folder and the document made from
-it); the workers ``measure`` and ``loops`` time networks and training loops in their own processes (``worker``).
+``python -m benchmarks.run`` measures (:mod:`.run`: the sections as groups of cases; :mod:`.worker`: the case type,
+the timing loop and the fresh process each group runs in; :mod:`.pipelines`: the data the cases read) and writes
+one CSV record per section; ``python -m benchmarks.render`` turns the records into Markdown and plots.
 """
