@@ -570,7 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(document(sweep, views, entity, project), indent=1) + "\n")
-            print(f"{len(views)} views of group {sweep.group} ({', '.join(v.title for v in views)}) written to {out}")
+            titles = ", ".join(view.title for view in views)
+            print(f"{len(views)} view{'s' * (len(views) > 1)} of group {sweep.group} ({titles}) written to {out}")
             return 0
         _libraries()
         entity = args.entity or logged_in_api().default_entity
