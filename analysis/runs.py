@@ -99,9 +99,10 @@ def load_run(run: Path, keys: set[str]) -> Run:
     params = _csv_params(folders)
     wandb_run = _newest_wandb_run(run) if not values or "test/acc1" not in metrics else None
     if wandb_run is not None:
+        config = wandb_run.flat_config
         for key in keys:
-            if values.get(key) is None and key in wandb_run.config:
-                values[key] = wandb_run.config[key]
+            if values.get(key) is None and key in config:
+                values[key] = config[key]
         for key, value in wandb_run.summary.items():
             if isinstance(value, (int, float)) and key not in metrics:
                 metrics[key] = float(value)

@@ -22,13 +22,41 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 @dataclass
 class OfflineRun:
-    """Config, per-step history and final summary of one offline W&B run."""
+    """Config, per-step history and final summary of one offline W&B run, and where it belongs (its id, group, job
+    type, name and tags)."""
 
     path: Path
+    run_id: str = ""
+    group: str = ""
+    job_type: str = ""
+    name: str = ""
+    tags: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
+
+    @property
+    def flat_config(self) -> dict[str, Any]:
+        """The config with nested values under dotted keys (``{"optimizer": {"lr": 0.1}}`` -> ``optimizer.lr``), as
+        W&B's filters and the results tables name them; keys logged flat stay as they are."""
+        flat: dict[str, Any] = {}
+        pending = list(self.config.items())
+        while pending:
+            key, value = pending.pop()
+            if isinstance(value, dict) and value:
+                pending += [(f"{key}.{k}", v) for k, v in value.items()]
+            else:
+                flat[key] = value
+        return flat
+
+    def history_keys(self) -> set[str]:
+        """Every key that the history (``wandb.log``) holds at some step."""
+        return {key for row in self.history for key in row}
+
+    def media_keys(self) -> set[str]:
+        """The keys of the media (images) in the history: W&B logs one as nested keys ``<key>/_type``, ...)."""
+        return {key.removesuffix("/_type") for key in self.history_keys() if key.endswith("/_type")}
 
 
 class DamagedLogError(ValueError):
@@ -98,6 +126,8 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
             run.config.update(_items(record.config.update))
         elif kind == "run":
             run.config.update(_items(record.run.config.update))
+            run.run_id, run.group, run.job_type = record.run.run_id, record.run.run_group, record.run.job_type
+            run.name, run.tags = record.run.display_name, tuple(record.run.tags)
         elif kind == "history":
             run.history.append(_items(record.history.item))
         elif kind == "summary":

@@ -26,11 +26,16 @@ def run_name(override_dirname: str) -> str:
 
     Long names are shortened and suffixed with a hash so that distinct commands stay distinct.
     """
-    name = re.sub(r"[^A-Za-z0-9._:+\-]+", "_", override_dirname) or "default"
-    if len(name) > MAX_RUN_NAME:
-        digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-        name = f"{name[: MAX_RUN_NAME - 11]}-{digest}"
-    return name
+    return shortened(re.sub(r"[^A-Za-z0-9._:+\-]+", "_", override_dirname) or "default", MAX_RUN_NAME)
+
+
+def shortened(name: str, limit: int) -> str:
+    """``name`` if it has at most ``limit`` characters, else its start and a hash of all of it (``limit`` long), so
+    that distinct long names stay distinct."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    return f"{name[: limit - 11]}-{digest}"
 
 
 def native_bf16_cpu() -> bool:

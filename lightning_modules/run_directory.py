@@ -6,9 +6,10 @@ is how a run resumes. This module makes that safe and cheap:
 - **Lock** (``.lock``): an exclusive ``flock`` held for the whole run, with the holder's pid, host and command in
   the file. A second process on the same directory is refused at once, naming the holder, before it writes
   anything there. The kernel drops the lock when its process dies, so the lock of a killed run is taken over.
-- **Record** (``run.json``): the W&B run id, so a resumed run continues the same W&B run; once ``fit`` (and
-  ``test``) finished, the run's length and results, so that rerunning a finished command reports them instead of
-  training again; and the config keys each resumption changed (a longer schedule, an edited YAML), with the step.
+- **Record** (``run.json``): the W&B run id, so a resumed run continues the same W&B run, and its W&B group, which
+  eval.py's runs of its checkpoints join; once ``fit`` (and ``test``) finished, the run's length and results, so that
+  rerunning a finished command reports them instead of training again; and the config keys each resumption changed
+  (a longer schedule, an edited YAML), with the step.
 - **Log** (``train.log``): everything the console shows through ``logging`` (Lightning's and Hydra's loggers and
   Python warnings included) and the error that ended a failed run.
 """
@@ -149,6 +150,17 @@ class RunDirectory:
             return str(record["wandb_id"])
         self._write_record({**record, "wandb_id": new_id})
         return new_id
+
+    def note_wandb_group(self, group: str) -> None:
+        """Store the W&B group this run logs to, for the evaluations of its checkpoints to join."""
+        record = self.read_record()
+        if record.get("wandb_group") != group:
+            self._write_record({**record, "wandb_group": group})
+
+    def wandb_group(self) -> str | None:
+        """The W&B group stored by :meth:`note_wandb_group`, else None."""
+        group = self.read_record().get("wandb_group")
+        return str(group) if group else None
 
     def finished(self, length: Mapping[str, Any]) -> dict[str, Any] | None:
         """The stored outcome of a finished run of this ``length`` (``max_steps``/``max_epochs``), else None."""

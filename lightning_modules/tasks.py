@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -35,6 +34,7 @@ from lightning_modules.eval_outputs import images_to_predict, predict_folder, wr
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.run_report import eval_command, length_text, report_run, shown
 from lightning_modules.stopping import ctrl_c_stops_at_a_step, exit_status, stopped_message
+from lightning_modules.wandb_runs import evaluation_run, training_run, wandb_config
 from resattn.checkpoints import CheckpointError, read_checkpoint
 from resattn.pretrained import available as pretrained_weights
 from resattn.pretrained import find as find_pretrained
@@ -51,12 +51,13 @@ def uses_wandb(section: DictConfig | None) -> bool:
     return any(issubclass(get_class(entry._target_), WandbLogger) for entry in _entries(section).values())
 
 
-def instantiate_dict(section: DictConfig | None, kind: type, wandb_id: str | None = None) -> list[Any]:
-    """Instantiate every entry of a callbacks/logger section; a W&B logger gets the run directory's W&B run id."""
+def instantiate_dict(section: DictConfig | None, kind: type, wandb: Mapping[str, Any] | None = None) -> list[Any]:
+    """Instantiate every entry of a callbacks/logger section; a W&B logger gets ``wandb`` (its run id, group and tags:
+    :mod:`lightning_modules.wandb_runs`)."""
     objects = []
     for name, entry in _entries(section).items():
         is_wandb = issubclass(get_class(entry._target_), WandbLogger)
-        obj = instantiate(entry, id=wandb_id) if is_wandb and wandb_id else instantiate(entry)
+        obj = instantiate(entry, **wandb) if is_wandb and wandb else instantiate(entry)
         if not isinstance(obj, kind):
             raise TypeError(f"{name}: expected a {kind.__name__}, got {type(obj).__name__} from {entry._target_}")
         objects.append(obj)
@@ -86,14 +87,19 @@ def config_changes(before: DictConfig, now: DictConfig) -> dict[str, tuple[Any, 
 
 
 def log_run_config(cfg: DictConfig, model: L.LightningModule, loggers: list[Logger]) -> None:
-    """Send the resolved config (flat keys) and the model's size and summary to every logger."""
-    params = flatten(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
-    params["model/params_total"] = sum(p.numel() for p in model.parameters())
-    params["model/params_trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Send the resolved config and the model's size and summary to every logger: W&B gets the config nested (keys it
+    can group and filter by: :func:`~lightning_modules.wandb_runs.wandb_config`), the others flat keys."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    sizes = {
+        "model/params_total": sum(p.numel() for p in model.parameters()),
+        "model/params_trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
     for logger in loggers:
-        logger.log_hyperparams(params)
         if isinstance(logger, WandbLogger):
+            logger.log_hyperparams({**wandb_config(cfg), **sizes})
             logger.experiment.summary["model/summary"] = str(ModelSummary(model, max_depth=2))
+        else:
+            logger.log_hyperparams({**flat, **sizes})
 
 
 def resume_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
@@ -283,11 +289,9 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
     model = instantiate(cfg.module, num_classes=datamodule.num_classes)
     if resume is not None:
         check_fits(resume[0], resume[1], model)
-    wandb_id = None
-    if run is not None and uses_wandb(cfg.get("logger")):
-        wandb_id = run.wandb_id(resuming=own_last, new_id=secrets.token_hex(4))
+    wandb = training_run(cfg, run, resuming=own_last) if run is not None and uses_wandb(cfg.get("logger")) else None
     callbacks = [*instantiate_dict(cfg.get("callbacks"), Callback), CpuThreads(cfg.get("cpu_threads"))]
-    loggers = instantiate_dict(cfg.get("logger"), Logger, wandb_id)
+    loggers = instantiate_dict(cfg.get("logger"), Logger, wandb)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         if trainer.is_global_zero:
@@ -379,7 +383,8 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     datamodules = {size: prepare_datamodule(cfg, image_size=size) for size in sizes}
     first = datamodules[sizes[0]]
     model = evaluated_model(cfg, first)
-    loggers = instantiate_dict(cfg.get("logger"), Logger)
+    wandb = evaluation_run(cfg) if uses_wandb(cfg.get("logger")) else None
+    loggers = instantiate_dict(cfg.get("logger"), Logger, wandb)
     callbacks = [CpuThreads(cfg.get("cpu_threads"))]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, max_steps=-1)
     source = {"pretrained": cfg.pretrained} if cfg.get("pretrained") else {"checkpoint": str(cfg.ckpt_path)}

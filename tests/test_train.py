@@ -79,12 +79,12 @@ def test_quickstart_twice_then_eval_twice(tmp_path: Path) -> None:
     log = (run / "train.log").read_text()
     assert "Seed set to 42" in log and "Evaluate it: python eval.py" in log  # the console's messages, with times
 
-    # W&B offline: one finished run (syncable later) with the flat config, history and summary.
+    # W&B offline: one finished run (syncable later) with the nested config, history and summary.
     (wandb_dir,) = (run / "wandb").glob("offline-run-*")
     wandb_run = read_offline_run(wandb_dir)
     assert wandb_run.finished
-    assert wandb_run.config["module.arch"] == "resattn_tiny_cifar"
-    assert wandb_run.config["data.num_classes"] == 10
+    assert wandb_run.config["module"]["arch"] == "resattn_tiny_cifar"
+    assert wandb_run.flat_config["data.num_classes"] == 10
     assert wandb_run.config["model/params_total"] == sum(p.numel() for p in model.parameters())
     assert wandb_run.summary["test/acc1"] == pytest.approx(last_value(rows, "test/acc1"), abs=1e-6)
     assert "ResidualAttentionNet" in wandb_run.summary["model/summary"]
@@ -201,7 +201,7 @@ def test_multirun_two_jobs_each_with_its_own_wandb_run(tmp_path: Path) -> None:
         (wandb_dir,) = (job / "wandb").glob("offline-run-*")
         wandb_run = read_offline_run(wandb_dir)
         assert wandb_run.finished and "test/acc1" in wandb_run.summary
-        assert f"mask={wandb_run.config['model.net.mask_type']}" in (job / ".hydra" / "overrides.yaml").read_text()
+        assert f"mask={wandb_run.flat_config['model.net.mask_type']}" in (job / ".hydra" / "overrides.yaml").read_text()
         ids.add(wandb_dir.name)
     assert len(ids) == 2
 

@@ -19,7 +19,8 @@ def finished_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import wandb
 
     root = tmp_path_factory.mktemp("wandb")
-    wandb.init(mode="offline", dir=root, project="test", config={"lr": 0.1})
+    config = {"lr": 0.1, "optimizer": {"name": "sgd", "schedule": {"gamma": 0.1}}}
+    wandb.init(mode="offline", dir=root, project="test", config=config, group="sweep", job_type="train", tags=["a=1"])
     wandb.log({"test/acc1": 0.75})
     wandb.finish()
     wandb.teardown()
@@ -36,6 +37,16 @@ def copy_run(folder: Path, run: Path, name: str) -> Path:
 def test_a_complete_log_is_finished(finished_log: Path) -> None:
     run = read_offline_run(finished_log)
     assert run.finished and run.config["lr"] == 0.1 and run.summary["test/acc1"] == 0.75
+
+
+def test_the_run_s_place_and_its_nested_config_are_read(finished_log: Path) -> None:
+    """What a dashboard slices by: the group, job type, tags and id, and the nested config under dotted keys."""
+    run = read_offline_run(finished_log)
+    assert (run.group, run.job_type, run.tags) == ("sweep", "train", ("a=1",))
+    assert run.run_id and finished_log.name.endswith(run.run_id)
+    assert run.config["optimizer"]["name"] == "sgd"
+    assert {"lr": 0.1, "optimizer.name": "sgd", "optimizer.schedule.gamma": 0.1}.items() <= run.flat_config.items()
+    assert run.history_keys() >= {"test/acc1"} and run.media_keys() == set()
 
 
 def test_a_log_not_yet_flushed_is_unfinished(finished_log: Path, tmp_path: Path) -> None:
