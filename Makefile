@@ -41,4 +41,4 @@ results: setup
 	$(PY) train.py -m experiment=fmnist attention=nal
 	$(PY) train.py -m experiment=fmnist model=resnet101
 	$(PY) -m analysis.results fmnist --output RESULTS.md
-	$(PY) -m analysis.export_weights "logs/fmnist/multiruns/experiment:fmnist+seed:0" --tag fmnist
+	$(PY) -m analysis.export_weights "logs/fmnist/multiruns/experiment:fmnist/experiment:fmnist+seed:0" --tag fmnist

@@ -1,5 +1,4 @@
-"""The resolvers of the configs: ``${run_name:...}`` (run directories, W&B names), ``${sweep_name:...}`` (a
-multirun's folder) and ``${fast_precision:...}``.
+"""The resolvers of the configs: ``${run_name:...}`` (run directories, W&B names) and ``${fast_precision:...}``.
 
 ``fast_precision`` is the fast default precision of each accelerator, read by the trainer configs as
 ``${fast_precision:cpu}``:
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
 
 import torch
 from omegaconf import OmegaConf
@@ -40,16 +38,6 @@ def shortened(name: str, limit: int) -> str:
     return f"{name[: limit - 11]}-{digest}"
 
 
-def sweep_name(overrides: Sequence[str], exclude_keys: Sequence[str]) -> str:
-    """The folder name of a multirun: its command-line overrides as in a job's name (sorted ``key:value`` joined by
-    ``+``, the keys that continue a run left out), so the same sweep command finds its folder again and another
-    sweep never writes into it."""
-    items = sorted(
-        o.split("=", 1) for o in overrides if "=" in o and o.split("=", 1)[0].lstrip("~+") not in exclude_keys
-    )
-    return run_name("+".join(f"{key}:{value}" for key, value in items))
-
-
 def native_bf16_cpu() -> bool:
     """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX); torch exposes the checks privately."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -73,7 +61,7 @@ def fast_precision(accelerator: str) -> str:
     raise ValueError(f"fast_precision: unknown accelerator {accelerator!r}; accepted: {', '.join(ACCELERATORS)}")
 
 
-RESOLVERS = {"run_name": run_name, "sweep_name": sweep_name, "fast_precision": fast_precision}
+RESOLVERS = {"run_name": run_name, "fast_precision": fast_precision}
 
 
 def register_resolvers() -> None:

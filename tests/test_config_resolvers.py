@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from lightning_modules import ImageClassifier
 from lightning_modules.config_resolvers import fast_precision, native_bf16_cpu
+from lightning_modules.sweep_folder import sweep_name
 from tests.conftest import compose_config
 
 
@@ -52,3 +53,11 @@ def test_channels_last_module_computes_what_the_nchw_module_computes() -> None:
     x = torch.randn(2, 3, 20, 24)
     with torch.no_grad():
         torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_sweep_is_named_after_its_command() -> None:
+    exclude = ["trainer.max_epochs", "ckpt_path"]
+    name = sweep_name(["seed=0,1,2", "experiment=table1", "trainer.max_epochs=3", "+model.net.x=1"], exclude)
+    assert name == "+model.net.x:1+experiment:table1+seed:0_1_2"
+    assert sweep_name([], exclude) == "default"
+    assert sweep_name(["experiment=cluttered"], exclude) == "experiment:cluttered"

@@ -61,7 +61,7 @@ def test_file_composes_with_the_papers_recipe(name: str, tmp_path: Path) -> None
 def test_the_experiments_grid_fills_every_cell(name: str, tmp_path: Path) -> None:
     jobs = [[f"experiment={name}", *job] for job in sweep_jobs(name)]
     announced = re.search(
-        r"\((\d+) jobs?, the grid below, each in logs/" + name + r"/multiruns/",
+        r"\((\d+) jobs?, the grid below, each in logs/" + name + r"/multiruns/experiment:" + name + "/",
         (CONF / "experiment" / f"{name}.yaml").read_text(),
     )
     assert announced and int(announced[1]) == len(jobs)
@@ -94,7 +94,8 @@ def test_tiny_table1_end_to_end(tmp_path: Path) -> None:
     assert shlex.split(command) == ["python", "train.py", "-m", "experiment=table1"]
     tiny = [*SMOKE, "data.num_train_samples=96", "data.num_test_samples=32", "trainer=cpu", "trainer.max_epochs=1"]
     run_script("train.py", *shlex.split(command)[2:], "seed=0", *tiny, "logger=csv", cwd=tmp_path)
-    jobs = sorted(p for p in (tmp_path / "logs" / "table1" / "multiruns").iterdir() if p.is_dir())
+    (sweep,) = (tmp_path / "logs" / "table1" / "multiruns").iterdir()
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert len(jobs) == 3
     output = tmp_path / "results" / "table1.md"
     assert results.main(["table1", "--logs", str(tmp_path / "logs"), "--output", str(output)]) == 0

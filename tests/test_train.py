@@ -16,6 +16,7 @@ from files import write_cifar, write_tree
 
 from analysis.wandb_offline import read_offline_run
 from lightning_modules import ImageClassifier
+from lightning_modules.sweep_folder import sweep_name
 from lightning_modules.tasks import train
 
 RUNS = Path("logs/train/runs")
@@ -191,7 +192,11 @@ def test_missing_data_says_where_and_how(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_multirun_two_jobs_each_with_its_own_wandb_run(tmp_path: Path) -> None:
     proc = run_script("train.py", "-m", *SMOKE, "trainer.max_epochs=1", "mask=mixed,spatial", cwd=tmp_path)
-    jobs = sorted(p.parent.parent for p in (tmp_path / "logs" / "train" / "multiruns").glob("*/.hydra/overrides.yaml"))
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    exclude = ["trainer.max_epochs"]  # continues a run: not part of its name
+    assert sweep.name == sweep_name([*SMOKE, "trainer.max_epochs=1", "mask=mixed,spatial"], exclude)
+    assert (sweep / "multirun.yaml").is_file()
+    jobs = sorted(p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml"))
     masks = [
         next(o for o in yaml.safe_load((j / ".hydra" / "overrides.yaml").read_text()) if "mask=" in o) for j in jobs
     ]
@@ -216,7 +221,7 @@ def test_optuna_search_returns_the_metric(tmp_path: Path) -> None:
         "logger=csv",
     ]
     proc = run_script("train.py", *search, cwd=tmp_path)
-    results_file = tmp_path / "logs" / "train" / "multiruns" / "optimization_results.yaml"
+    (results_file,) = (tmp_path / "logs" / "train" / "multiruns").glob("*/optimization_results.yaml")
     results = yaml.safe_load(results_file.read_text())
     assert results["name"] == "optuna"
     assert 0.0 <= results["best_value"] <= 1.0, proc.stdout
@@ -228,6 +233,13 @@ def test_optuna_search_returns_the_metric(tmp_path: Path) -> None:
     assert (again.stdout + again.stderr).count("This run already finished") == 2
     assert yaml.safe_load(results_file.read_text()) == results
     assert all(len(list(job.glob("csv/version_*"))) == 1 for job in results_file.parent.glob("*/"))
+
+    # Another search (other trials) has a folder of its own: the first one's results stay.
+    run_script("train.py", *search, "hydra.sweeper.n_trials=1", "seed=7", cwd=tmp_path)
+    sweeps = sorted((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 2 and all((s / "optimization_results.yaml").is_file() for s in sweeps)
+    assert yaml.safe_load(results_file.read_text()) == results
+    assert len(list(results_file.parent.glob("*/run.json"))) == 2
 
 
 @pytest.mark.slow
