@@ -1,4 +1,5 @@
-"""LightningDataModules for resattn: CIFAR-10/100, ImageNet, any ImageFolder tree, Fashion-MNIST, synthetic data.
+"""LightningDataModules for resattn: CIFAR-10/100, ImageNet, any ImageFolder tree, Fashion-MNIST (plain or cluttered),
+synthetic data.
 
 All accept the options of ``DataOptions`` as keyword arguments, each adding its own in a nested ``Options``
 dataclass (the keys of its ``conf/data`` YAML), and share the split policy described in ``ImageDataModule``
@@ -7,6 +8,7 @@ dataclass (the keys of its ``conf/data`` YAML), and share the split policy descr
 
 from datamodules.base import DataOptions, ImageDataModule
 from datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule
+from datamodules.cluttered import ClutteredFashionMNISTDataModule
 from datamodules.fashion_mnist import FashionMNISTDataModule
 from datamodules.folder import ImageFolderDataModule, ImageNetDataModule
 from datamodules.synthetic import SyntheticDataModule
@@ -14,6 +16,7 @@ from datamodules.synthetic import SyntheticDataModule
 __all__ = [
     "CIFAR10DataModule",
     "CIFAR100DataModule",
+    "ClutteredFashionMNISTDataModule",
     "DataOptions",
     "FashionMNISTDataModule",
     "ImageDataModule",

@@ -95,18 +95,20 @@ def depth_formula(spec: VariantSpec) -> tuple[str, int]:
     """docs/paper.md §3.3's formula for ``spec`` as text and value.
 
     Attention networks: ``3·(2p+t)·modules + 20``. Networks without attention modules (the ResNet
-    baselines) with ``n`` units in each of their stages: ``9n + 2``.
+    baselines) with ``n`` units in each of their stages: ``9n + 2``; the plain CNN: one layer per unit, ``u + 2``.
     """
     if spec.num_modules:
         p, t, m = spec.num_pre_units, spec.num_trunk_units, spec.num_modules
         value = 3 * (2 * p + t) * m + 20
         return f"3·(2·{p}+{t})·{m}+20 = {value}", value
     per_stage = {s.units_before + s.units_after for s in spec.stages}
-    if len(spec.stages) == 3 and len(per_stage) == 1:
+    layers = spec.layers_per_unit
+    if len(spec.stages) == 3 and len(per_stage) == 1 and layers == 3:
         n = per_stage.pop()
         return f"9·{n}+2 = {9 * n + 2}", 9 * n + 2
-    value = 3 * spec.num_standalone_units + 2
-    return f"3·{spec.num_standalone_units}+2 = {value}", value
+    value = layers * spec.num_standalone_units + 2
+    units = f"{layers}·{spec.num_standalone_units}" if layers != 1 else str(spec.num_standalone_units)
+    return f"{units}+2 = {value}", value
 
 
 def _depth_in_name(name: str) -> int | None:

@@ -1,4 +1,5 @@
-"""Residual units, the building blocks of trunk, mask and standalone layers (docs/paper.md §3.1).
+"""Residual units, the building blocks of trunk, mask and standalone layers (docs/paper.md §3.1), and the plain
+(non-residual) unit of the plain CNN baseline.
 
 Every unit maps ``(N, in_channels, H, W) -> (N, out_channels, H/stride, W/stride)`` and takes the same
 constructor arguments, so a unit type is data: a key of :data:`UNIT_TYPES`.
@@ -6,6 +7,7 @@ constructor arguments, so a unit type is data: a key of :data:`UNIT_TYPES`.
 ``preactivation`` tells the network how the unit expects its input: pre-activation units consume raw
 residual sums (BN-ReLU happens inside, at the start of the next unit), post-activation units consume
 post-ReLU tensors. The network uses it to choose the stem, the mask tail and the final normalisation.
+``trunk_layers`` is the number of weighted layers a unit adds to the trunk depth (``VariantSpec.depth``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class PreActBottleneck(nn.Module):
     """
 
     preactivation = True
+    trunk_layers = 3
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -70,6 +73,7 @@ class ResNeXtBottleneck(nn.Module):
     """
 
     preactivation = False
+    trunk_layers = 3
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, cardinality: int = 32) -> None:
         super().__init__()
@@ -123,6 +127,7 @@ class InceptionResidualUnit(nn.Module):
     """
 
     preactivation = True
+    trunk_layers = 3
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
@@ -149,10 +154,31 @@ class InceptionResidualUnit(nn.Module):
         return self.mix(self.mix_act(branches)).add_(shortcut)  # in place on a convolution's output
 
 
+class PlainUnit(nn.Module):
+    """One conv-BN-ReLU without a shortcut, the unit of the plain CNN baseline (no residual, no attention).
+
+    ``3x3(C) -> BN-ReLU``; a stride ``s > 1`` is a ``s x s`` max-pool (ceil mode: the output side is the strided
+    3x3 convolution's, ``(H - 1) // s + 1``) before the conv, as between the stages of a VGG-style network.
+    """
+
+    preactivation = False
+    trunk_layers = 1
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        self.conv = conv3x3(in_channels, out_channels)
+        self.act = BNReLU(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(self.pool(x)))
+
+
 UNIT_TYPES: dict[str, type[nn.Module]] = {
     "preact": PreActBottleneck,
     "resnext": ResNeXtBottleneck,
     "inception": InceptionResidualUnit,
+    "plain": PlainUnit,
 }
 
 

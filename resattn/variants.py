@@ -6,7 +6,8 @@ masks pool ``mask_pools`` times, and optional standalone units after them.
 
 Trunk depth (docs/paper.md §3.3) counts the weighted layers on the trunk path: the stem conv, three per
 standalone unit, ``3 * (2p + t)`` per attention module and the classifier; mask layers and projection
-shortcuts are excluded. For every attention variant that is ``3 * (2p + t) * modules + 20``.
+shortcuts are excluded. For every attention variant that is ``3 * (2p + t) * modules + 20``. The plain CNN
+baseline's units are one conv each, so they count one layer each (``trunk_layers`` of the unit class).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+from resattn.units import unit_class
 
 FAMILIES = ("imagenet", "cifar")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -76,14 +79,19 @@ class VariantSpec:
         return sum(s.units_before + s.units_after for s in self.stages)
 
     @property
+    def layers_per_unit(self) -> int:
+        """Weighted layers of one unit on the trunk path: 3 for the residual units, 1 for the plain one."""
+        return unit_class(self.unit_type).trunk_layers
+
+    @property
     def layers_per_module(self) -> int:
-        """``3 * (2p + t)``: each module adds p pre, t trunk and p post units of three layers each."""
-        return 3 * (2 * self.num_pre_units + self.num_trunk_units)
+        """``3 * (2p + t)``: each module adds p pre, t trunk and p post units (of ``layers_per_unit`` layers each)."""
+        return self.layers_per_unit * (2 * self.num_pre_units + self.num_trunk_units)
 
     @property
     def depth(self) -> int:
-        """Trunk depth: stem conv + 3 per standalone unit + 3(2p+t) per module + classifier."""
-        return 1 + 3 * self.num_standalone_units + self.layers_per_module * self.num_modules + 1
+        """Trunk depth: stem conv + 3 (plain units: 1) per standalone unit + 3(2p+t) per module + classifier."""
+        return 1 + self.layers_per_unit * self.num_standalone_units + self.layers_per_module * self.num_modules + 1
 
     @property
     def num_features(self) -> int:
@@ -125,6 +133,12 @@ def cifar_stages(
 def resnet_stages(units_per_stage: int, widths: Sequence[int] = (64, 128, 256)) -> tuple[StageSpec, ...]:
     """Pre-activation ResNet (He et al. 2016) CIFAR layout: 9n+2 layers, no attention modules."""
     return tuple(StageSpec(w, 1 if i == 0 else 2, units_before=units_per_stage) for i, w in enumerate(widths))
+
+
+def plain_stages(widths: Sequence[int] = (32, 64, 128)) -> tuple[StageSpec, ...]:
+    """The plain CNN baseline's VGG-like layout: two 3x3 conv-BN-ReLU per stage (the stem's conv is stage 1's
+    first), a 2x2 max-pool before stages 2 and 3 (the plain unit's stride), no shortcut, no attention."""
+    return tuple(StageSpec(w, 1 if i == 0 else 2, units_before=1 if i == 0 else 2) for i, w in enumerate(widths))
 
 
 def _imagenet(name: str, modules: Sequence[int], **kw: object) -> VariantSpec:
@@ -191,6 +205,9 @@ VARIANTS: dict[str, VariantSpec] = {
         # The same family at about Attention-56's parameter count (1.05 M vs 1.03 M; n = 11): Table 6's comparison
         # in miniature (RESULTS.md). Not ImageNet's ResNet-101.
         _cifar("resattn_resnet101_cifar", resnet_stages(11)),
+        # A plain small CNN (7 weighted layers, widths 32/64/128, 0.29 M parameters): the baseline without residual
+        # units or attention of the cluttered Fashion-MNIST study (conf/data/cluttered_fmnist.yaml).
+        _cifar("resattn_plaincnn_cifar", plain_stages(), stem_channels=32, unit_type="plain"),
         # Tiny Attention-56 layouts for tests and smoke runs.
         VariantSpec("resattn_tiny", "imagenet", imagenet_stages((1, 1, 1), (32, 64, 128, 256)), stem_channels=16),
         _cifar("resattn_tiny_cifar", cifar_stages(1, widths=(16, 32, 64)), stem_channels=8),

@@ -391,7 +391,9 @@ def test_constructor_validation() -> None:
     assert len(no_val.val_set) == 0 and len(no_val.train_set) == 1024
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar100", "imagenet", "fashion_mnist", "folder", "synthetic"])
+@pytest.mark.parametrize(
+    "name", ["cifar10", "cifar100", "imagenet", "fashion_mnist", "cluttered_fmnist", "folder", "synthetic"]
+)
 def test_yaml_instantiates_with_plain_hparams(name: str, tmp_path: Path) -> None:
     cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": OmegaConf.load(CONF_DIR / f"{name}.yaml")})
     if name == "folder":

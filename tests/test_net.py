@@ -134,6 +134,8 @@ def test_depth_formula_and_counted_depth(name: str) -> None:
     p, t = spec.num_pre_units, spec.num_trunk_units
     if spec.num_modules:
         assert spec.depth == 3 * (2 * p + t) * spec.num_modules + 20
+    elif spec.unit_type == "plain":  # the plain CNN: stem conv, one conv per unit, classifier
+        assert spec.depth == spec.num_standalone_units + 2 == 7
     else:  # pre-activation ResNet baselines: 9n + 2 with n units per stage
         n = {s.units_before + s.units_after for s in spec.stages}
         assert len(n) == 1 and spec.depth == 9 * n.pop() + 2
@@ -141,7 +143,8 @@ def test_depth_formula_and_counted_depth(name: str) -> None:
     if number:
         assert spec.depth == int(number[-1])
     else:
-        assert name in {"resattn_tiny", "resattn_tiny_cifar"} and spec.depth == 56
+        assert name in {"resattn_tiny", "resattn_tiny_cifar", "resattn_plaincnn_cifar"}
+        assert spec.depth == (7 if spec.unit_type == "plain" else 56)
     with torch.device("meta"):  # structure only, no weights needed
         net = ResidualAttentionNet(name)
     assert count_trunk_layers(net) == spec.depth
@@ -374,7 +377,7 @@ def test_scripted_and_traced_networks_keep_the_input_checks() -> None:
     [
         ({"mask_type": "soft"}, ValueError, r"unknown mask_type 'soft'; accepted: \['mixed', 'channel', 'spatial'\]"),
         ({"mask_structure": "unet"}, ValueError, r"unknown mask structure 'unet'; accepted: \['hourglass', 'local'\]"),
-        ({"unit_type": "basic"}, ValueError, r"unknown unit_type 'basic'; accepted: \['inception', 'preact'"),
+        ({"unit_type": "basic"}, ValueError, r"unknown unit_type 'basic'; accepted: \['inception', 'plain', 'preact'"),
         ({"depth": 3}, TypeError, r"unknown variant field\(s\) \['depth'\]; accepted: .*'num_pre_units'"),
         ({"global_pool": "max"}, ValueError, r"unsupported global_pool 'max'"),
     ],

@@ -24,19 +24,21 @@ import resattn
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMM_TESTS = ROOT / ".timm-tests"
-# Both layouts (the tiny ImageNet and CIFAR nets), the CIFAR Attention-56 and its ResNeXt and Inception twins: every
-# unit type, stem, head and mask depth. The deeper CIFAR nets repeat the same modules (scripting and FX tracing grow
-# with depth: Attention-452 alone takes minutes); they run, with the ImageNet ones, in make timm-tests.
+# Both layouts (the tiny ImageNet and CIFAR nets), the CIFAR Attention-56 and its ResNeXt and Inception twins and the
+# plain CNN: every unit type, stem, head and mask depth. The deeper CIFAR nets repeat the same modules (scripting and
+# FX tracing grow with depth: Attention-452 alone takes minutes); they run, with the ImageNet ones, in make timm-tests.
 SMALL_VARIANTS = [
     "resattn_tiny",
     "resattn_tiny_cifar",
     "resattn56_cifar",
     "resattnext56_cifar",
     "resattninception56_cifar",
+    "resattn_plaincnn_cifar",
 ]
 # timm's intermediate-feature contract (timm_feature_contract.py) prunes and reruns the network at every level, which
-# takes minutes for the 56-layer nets on 2 cores: here it runs on both layouts' tiny nets, make timm-tests on all.
-CONTRACT_VARIANTS = ["resattn_tiny", "resattn_tiny_cifar"]
+# takes minutes for the 56-layer nets on 2 cores: here it runs on both layouts' tiny nets and the plain CNN (7 layers),
+# make timm-tests on all.
+CONTRACT_VARIANTS = ["resattn_tiny", "resattn_tiny_cifar", "resattn_plaincnn_cifar"]
 CONTRACT_FAMILIES = {
     "test_model_forward_intermediates",
     "test_model_forward_intermediates_features",

@@ -11,6 +11,7 @@ from torch import nn
 from resattn.units import (
     UNIT_TYPES,
     InceptionResidualUnit,
+    PlainUnit,
     PreActBottleneck,
     ResNeXtBottleneck,
     make_units,
@@ -117,7 +118,7 @@ def test_units_have_no_conv_bias(unit_type: str) -> None:
     assert convs and all(c.bias is None for c in convs)
 
 
-@pytest.mark.parametrize("unit_type", sorted(UNIT_TYPES))
+@pytest.mark.parametrize("unit_type", sorted(t for t, cls in UNIT_TYPES.items() if hasattr(cls, "zero_init_last")))
 @pytest.mark.parametrize(("cin", "cout", "stride"), [(64, 64, 1), (32, 64, 2)])
 def test_zero_init_last_makes_the_unit_its_shortcut(unit_type: str, cin: int, cout: int, stride: int) -> None:
     unit = randomize_bn(unit_class(unit_type)(cin, cout, stride))
@@ -137,6 +138,19 @@ def test_zero_init_last_makes_the_unit_its_shortcut(unit_type: str, cin: int, co
     expected = shortcut if unit_class(unit_type).preactivation else F.relu(shortcut)
     torch.testing.assert_close(out, expected)
     assert not torch.allclose(before, expected, atol=1e-3)  # the residual branch was doing something before
+
+
+@pytest.mark.parametrize(("cin", "cout", "stride", "side"), [(8, 16, 1, 7), (8, 16, 2, 7), (16, 16, 2, 8)])
+def test_plain_unit_is_a_max_pool_and_one_conv_bn_relu(cin: int, cout: int, stride: int, side: int) -> None:
+    """No shortcut; a stride is a max-pool before the conv, with the strided conv's output side (odd sides too)."""
+    unit = randomize_bn(PlainUnit(cin, cout, stride))
+    x = torch.randn(2, cin, side, side)
+    pooled = F.max_pool2d(x, stride, stride, ceil_mode=True) if stride > 1 else x
+    with torch.no_grad():
+        out = unit(x)
+        torch.testing.assert_close(out, bn_relu(F.conv2d(pooled, unit.conv.weight, padding=1), unit.act))
+    assert out.shape == (2, cout, (side - 1) // stride + 1, (side - 1) // stride + 1)
+    assert not hasattr(unit, "shortcut") and not hasattr(unit, "zero_init_last") and PlainUnit.trunk_layers == 1
 
 
 def test_unit_class_rejects_unknown_names() -> None:
