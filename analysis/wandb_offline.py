@@ -22,13 +22,16 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 @dataclass
 class OfflineRun:
-    """Config, per-step history and final summary of one offline W&B run."""
+    """Config, per-step history and final summary of one offline W&B run; once it has ended, its exit code (0:
+    finished, else failed or, when ``preempting`` was marked, stopped to be resumed)."""
 
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
+    exit_code: int | None = None
+    preempting: bool = False
 
 
 class DamagedLogError(ValueError):
@@ -104,4 +107,7 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
             run.summary.update(_items(record.summary.update))
         elif kind == "exit":
             run.finished = True
+            run.exit_code = record.exit.exit_code
+        elif kind == "preempting":
+            run.preempting = True
     return run
