@@ -79,7 +79,8 @@ def unreadable_chunk(dataset: litdata.StreamingDataset, error: FileNotFoundError
             f"shard chunk {os.path.basename(chunk)} of {source} did not arrive in the cache ({chunk}): check that "
             f"the object exists in {source} and that the store is reachable, then rerun the command (it resumes)"
         )
-    return DamagedDataError(f"shard chunk {chunk} cannot be read ({error.strerror or 'missing'}): {REMEDY}")
+    problem = "is shorter than its index lists" if os.path.exists(chunk) else "is missing"
+    return DamagedDataError(f"shard chunk {chunk} {problem}: {REMEDY}")
 
 
 def open_split(
