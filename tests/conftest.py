@@ -101,13 +101,21 @@ SCRIPT_ENV = {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR
 
 
 def run_script(
-    script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 300, env: dict[str, str] | None = None
+    script: str,
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    timeout: int = 300,
+    env: dict[str, str] | None = None,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there), ``env`` added."""
+    """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there), ``env`` added and the
+    variables in ``unset`` removed."""
+    environment = {**os.environ, **SCRIPT_ENV, **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
-        env={**os.environ, **SCRIPT_ENV, **(env or {})},
+        env={name: value for name, value in environment.items() if name not in unset},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from files import hf_dataset, truncate, write_idx_gz, write_jpeg_tree
+from files import hf_dataset, truncate, write_idx_gz, write_image, write_jpeg_tree
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -236,3 +236,22 @@ def test_an_image_damaged_before_conversion_is_named_by_its_shard_item(tmp_path:
     for loader in (dm.train_dataloader, dm.val_dataloader, dm.test_dataloader):
         with pytest.raises(DamagedDataError, match=expected):
             list(loader())
+
+
+def test_converter_suggests_the_images_own_size_and_prints_no_chatter(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A folder of 32-pixel images under data=folder (whose default size is 224): the command to train on them says
+    data.image_size=32 data.model_family=cifar; litdata's processes print nothing but their progress bar."""
+    for split, count in (("train", 6), ("test", 2)):
+        for name in ("ant", "bee"):
+            for i in range(count):
+                write_image(tmp_path / "tree" / split / name / f"{i}.png", seed=i, size=(32, 32))
+    main([str(tmp_path / "out"), "data=folder", f"data.root={tmp_path / 'tree'}", "--workers", "2"])
+    printed = capfd.readouterr()
+    assert printed.out.splitlines() == [
+        f"wrote 12 training and 4 test images to {tmp_path / 'out'}. Train on them with:",
+        f"  python train.py data=streaming data.input_dir={tmp_path / 'out'} data.in_chans=3 data.image_size=32 "
+        "data.model_family=cifar",
+    ]
+    assert "Worker" not in printed.err and "lightning.ai" not in printed.err and "Progress: 100%" in printed.err
