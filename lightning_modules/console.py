@@ -7,7 +7,8 @@ model summary estimates bf16 sizes as fp32, that a resumed run's checkpoint fold
 point) and that litdata's loader has a length (litdata gives each worker its own chunks), and trips over a torch
 deprecation inside its own code. Everything else is shown; warnings name their source relative to the installed
 packages (``lightning/pytorch/loops/fit_loop.py:321``), not by its full site-packages path. Records marked
-``file_only`` (the model's layer table) go to the run's log but not to the console (:class:`FileOnly`).
+``file_only`` (the model's layer table) and Lightning's notes on the checkpoints it restores go to the run's log but
+not to the console (:class:`FileOnly`).
 """
 
 from __future__ import annotations
@@ -67,12 +68,22 @@ class DropChatter(logging.Filter):
         return not record.getMessage().startswith(CHATTER)
 
 
+# How Lightning's messages begin that repeat, with a checkpoint's full path, what the run says itself ("Resuming
+# from ...", the final summary's best checkpoint): the run's log keeps them, the console does not.
+FILE_ONLY = (
+    "Restoring states from the checkpoint path at ",
+    "Restored all states from the checkpoint at ",
+    "Loaded model weights from the checkpoint at ",
+)
+
+
 class FileOnly(logging.Filter):
-    """Drops the records logged with ``extra={"file_only": True}`` (attached to the console handler by
-    conf/hydra/job_logging: the run's log file still gets them)."""
+    """Drops the records logged with ``extra={"file_only": True}`` and those that begin as one of
+    :data:`FILE_ONLY` (attached to the console handler by conf/hydra/job_logging: the run's log file still gets
+    them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "file_only", False)
+        return not getattr(record, "file_only", False) and not record.getMessage().startswith(FILE_ONLY)
 
 
 def source_of(filename: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -445,6 +446,8 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
         raise
     finally:
         finish_wandb(loggers, end)
-        (out / "eval_results.json").write_text(json.dumps(results, indent=2))
+        partial = out / ".eval_results.json.partial"  # renamed over the file: never a half-written one
+        partial.write_text(json.dumps(results, indent=2))
+        os.replace(partial, out / "eval_results.json")
     log.info("Evaluation written to %s: %s", shown(out), ", ".join(written))
     return results

@@ -275,9 +275,10 @@ def test_the_console_shows_what_a_user_reads(tmp_path: Path) -> None:
     assert "Model: 68.0 K parameters (68.0 K trainable, 0.3 MB)" in printed and "FLOPs" not in printed
     assert "(PossibleUserWarning at lightning/pytorch/loops/fit_loop.py:" in printed
     assert not re.search(r"\d\.\d{7}", printed) and re.search(r"results: test/acc1=\d\.\d{4}, ", printed)
+    assert "Restoring states" not in printed and "Loaded model weights" not in printed  # the summary names it
     run = run_dir(tmp_path)
     log = (run / "train.log").read_text()
-    assert "| Name" in log and "ResidualAttentionNet" in log and "FLOPs" not in log
+    assert "| Name" in log and "ResidualAttentionNet" in log and "FLOPs" not in log and "Restoring states" in log
     assert read_offline_run(next((run / "wandb").glob("offline-run-*"))).exit_code == 0
     asked = run_script(
         "train.py", *overrides, "auto_resume=false", cwd=tmp_path, env={"WANDB_QUIET": "false"}, unset=("WANDB_SILENT",)
