@@ -23,7 +23,8 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 @dataclass
 class OfflineRun:
     """Config, per-step history and final summary of one offline W&B run, and where it belongs (its id, group, job
-    type, name and tags)."""
+    type, name and tags); once it has ended, its exit code (0: finished, else failed or, when ``preempting`` was
+    marked, stopped to be resumed)."""
 
     path: Path
     run_id: str = ""
@@ -35,6 +36,8 @@ class OfflineRun:
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
+    exit_code: int | None = None
+    preempting: bool = False
 
     @property
     def flat_config(self) -> dict[str, Any]:
@@ -134,4 +137,7 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
             run.summary.update(_items(record.summary.update))
         elif kind == "exit":
             run.finished = True
+            run.exit_code = record.exit.exit_code
+        elif kind == "preempting":
+            run.preempting = True
     return run

@@ -31,6 +31,22 @@ class DataDownloadError(RuntimeError):
     """A dataset download failed (no network, moved URL); the message says how to place the files by hand."""
 
 
+class DamagedDataError(OSError):
+    """A file of the data that cannot be read (an image, a shard chunk or index): the message names it and the remedy.
+
+    Raised in a DataLoader worker, it reaches the training process re-made from the worker's report (torch raises
+    ``type(err)(report)``, the report being the worker's traceback): the message is then the original one again and
+    the worker's traceback a note, which the traceback in the run's log shows and the console's one message does
+    not."""
+
+    def __init__(self, message: str) -> None:
+        relayed = message.startswith("Caught ") and "Original Traceback" in message
+        marker = f"{type(self).__name__}: "
+        super().__init__(message.rsplit(marker, 1)[-1].strip() if relayed and marker in message else message)
+        if relayed:
+            self.add_note(message)
+
+
 class TensorImageDataset(Dataset):
     """In-memory uint8 images ``(N, C, H, W)`` with integer labels; an item is a ``(C, H, W)`` uint8 tensor."""
 
@@ -72,9 +88,20 @@ class TransformedSubset(Dataset):
             epoch, index = key
             image, label = self.dataset[self.indices[index]]
             with seeded(sample_seed(self.seed, epoch, index)):
-                return self.transform(image), label
+                return self._transformed(image, self.indices[index]), label
         image, label = self.dataset[self.indices[key]]
-        return self.transform(image), label
+        return self._transformed(image, self.indices[key]), label
+
+    def _transformed(self, image: Any, position: int) -> Any:
+        """``transform(image)``; an image that cannot be decoded is named by the dataset where it can
+        (``damaged_item(position, error)``: the shards' item and chunk, say)."""
+        try:
+            return self.transform(image)
+        except DamagedDataError as err:
+            name = getattr(self.dataset, "damaged_item", None)
+            if name is None:
+                raise
+            raise name(position, err) from err
 
 
 def global_seed() -> int:

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule
+from datamodules.base import DamagedDataError, DataOptions, ImageDataModule
 from datamodules.folder import DECODE_ERRORS, PIL_MODES
 from datamodules.gpu_decode import DrawCrop, EvalImage, TrainCrop, decode_batch, keep_encoded
 from datamodules.transforms import imagenet_statistics, imagenet_transform
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 
 class DecodePIL:
-    """Encoded image bytes -> a fully decoded PIL image in ``mode``; a broken file raises an OSError."""
+    """Encoded image bytes -> a fully decoded PIL image in ``mode``; a broken file raises a DamagedDataError (the
+    dataset that holds it names it: :meth:`datamodules.base.TransformedSubset._transformed`)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -40,7 +41,9 @@ class DecodePIL:
             with Image.open(io.BytesIO(data)) as image:
                 return image.convert(self.mode)
         except DECODE_ERRORS as err:
-            raise OSError(f"cannot decode an image of {len(data)} bytes ({type(err).__name__}: {err})") from err
+            raise DamagedDataError(
+                f"cannot decode an image of {len(data)} bytes ({type(err).__name__}: {err})"
+            ) from err
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mode={self.mode!r})"

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule, split_indices, usable_cores
+from datamodules.base import DamagedDataError, DataOptions, ImageDataModule, split_indices, usable_cores
 from datamodules.transforms import imagenet_statistics, imagenet_transform
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,13 @@ DECODE_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises for unread
 
 
 def load_image(path: str, mode: str = "RGB") -> Image.Image:
-    """Decode ``path`` fully into ``mode``; a corrupt or truncated file raises an OSError naming it."""
+    """Decode ``path`` fully into ``mode``; a corrupt or truncated file raises a DamagedDataError (an OSError)
+    naming it."""
     try:
         with Image.open(path) as image:
             return image.convert(mode)
     except DECODE_ERRORS as err:
-        raise OSError(
+        raise DamagedDataError(
             f"cannot decode image file {path} ({type(err).__name__}: {err}). Fix or delete the file, or set "
             "data.skip_corrupt=true to skip unreadable images"
         ) from err

@@ -8,14 +8,25 @@ to ``OUT/test`` in its own order; each split is written by ``litdata.optimize``,
 keep their bytes (a JPEG stays the same JPEG, so GPU decoding applies); in-memory images (Fashion-MNIST, CIFAR) are
 stored as PNG. Each split's ``index.json`` also gets the class names and all labels (see
 :mod:`datamodules.shard_reading`). Upload ``OUT`` as it is to stream it from an object store.
+
+The command prints the ``train.py`` options for the shards: the source config's image size and model family, or,
+where its images are smaller than that size (a folder of 32-pixel images under ``data=folder``'s 224), their own
+size and, up to 64 pixels, the CIFAR family. What litdata's processes print besides the progress bar (worker starts
+and ends, an advertisement) is left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import multiprocessing
-from collections.abc import Sequence
+import os
+import statistics
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +83,25 @@ def add_metadata(split_dir: Path, metadata: dict[str, Any]) -> None:
     path.write_text(json.dumps(index))
 
 
+@contextlib.contextmanager
+def stdout_dropped() -> Iterator[None]:
+    """Drop what this process and its children print to stdout in the block (litdata's writers print a dozen lines
+    per split); stderr, where its progress bar goes, stays. So does its warning that an item is larger than the
+    chunk size (a test's tiny chunks; never with the default 64MB)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="An item was larger than the target chunk size")
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def write_shards(
     datamodule: ImageDataModule,
     out: Path,
@@ -92,22 +122,38 @@ def write_shards(
         if len(dataset) == 0:
             raise ValueError(f"the {split} split of {type(datamodule).__name__} is empty: nothing to write")
         order = seeded_order(len(dataset), seed) if split == "train" else list(range(len(dataset)))
-        litdata.optimize(
-            fn=EncodeItem(dataset),
-            inputs=list(enumerate(order)),
-            output_dir=str(out / split),
-            chunk_bytes=chunk_bytes,
-            num_workers=min(workers, len(dataset)),
-            mode="overwrite",
-            keep_data_ordered=True,  # each worker writes a contiguous slice of the inputs: positions as given
-            reorder_files=False,
-            start_method="fork" if "fork" in methods else None,  # spawn re-imports torch in every worker
-            verbose=verbose,
-        )
+        with stdout_dropped():
+            litdata.optimize(
+                fn=EncodeItem(dataset),
+                inputs=list(enumerate(order)),
+                output_dir=str(out / split),
+                chunk_bytes=chunk_bytes,
+                num_workers=min(workers, len(dataset)),
+                mode="overwrite",
+                keep_data_ordered=True,  # each worker writes a contiguous slice of the inputs: positions as given
+                reorder_files=False,
+                start_method="fork" if "fork" in methods else None,  # spawn re-imports torch in every worker
+                verbose=verbose,
+            )
         labels = dataset_labels(dataset)[order].tolist()
         add_metadata(out / split, {"class_names": list(class_names), "labels": labels})
         counts[split] = len(dataset)
     return counts
+
+
+def training_options(datamodule: ImageDataModule, out: Path, model_family: str, samples: int = 32) -> str:
+    """The ``data.*`` options that train on the shards in ``out`` of ``datamodule``'s data: its channels, and its
+    image size and model family, unless its images are smaller than that size (the median shorter side of
+    ``samples`` of the written training images): then their size and, up to 64 pixels, ``model_family=cifar``."""
+    size = datamodule.image_size
+    if "image_size" not in datamodule.fixed:  # images that the datamodule resizes: see how large they are
+        litdata = require("litdata", "python -m datamodules.shards")
+        shards = litdata.StreamingDataset(str(out / "train"))
+        positions = range(0, len(shards), max(1, len(shards) // samples))
+        native = int(statistics.median(min(Image.open(io.BytesIO(shards[i]["image"])).size) for i in positions))
+        if native < size:
+            size, model_family = native, "cifar" if native <= 64 else model_family
+    return f"data.in_chans={datamodule.in_chans} data.image_size={size} data.model_family={model_family}"
 
 
 def compose_data(overrides: Sequence[str]) -> Any:
@@ -139,10 +185,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, int]:
     data = compose_data(args.overrides)
     datamodule = instantiate(data)
     counts = write_shards(datamodule, args.out, chunk_bytes=args.chunk_bytes, workers=args.workers, seed=args.seed)
-    shape = f"data.in_chans={datamodule.in_chans} data.image_size={datamodule.image_size}"
+    options = training_options(datamodule, args.out, data.model_family)
     print(
         f"wrote {counts['train']} training and {counts['test']} test images to {args.out}. Train on them with:\n"
-        f"  python train.py data=streaming data.input_dir={args.out} {shape} data.model_family={data.model_family}"
+        f"  python train.py data=streaming data.input_dir={args.out} {options}"
     )
     return counts
 

@@ -57,10 +57,11 @@ class StreamingDataModule(EncodedImageDataModule):
         return open_split(self.input_dir, split, self.root, **options)
 
     def _load(self) -> tuple[Dataset, Dataset, list[str]]:
-        from datamodules.shard_reading import ShardImages, read_metadata, split_url
+        from datamodules.shard_reading import ShardImages, check_split, read_metadata, split_url
 
         index = f"{split_url(self.input_dir, 'train')}/{INDEX_FILE}"
-        if not self.input_dir.startswith(REMOTE_PREFIXES) and not os.path.isfile(index):
+        local = not self.input_dir.startswith(REMOTE_PREFIXES)
+        if local and not os.path.isfile(index):
             raise FileNotFoundError(
                 f"no shards at {self.input_dir} ({index} does not exist). Write them with `python -m "
                 "datamodules.shards OUT data=<choice> ...` (README: Data at scale) and set data.input_dir=OUT, or "
@@ -68,6 +69,8 @@ class StreamingDataModule(EncodedImageDataModule):
             )
         splits = []
         for split in SPLITS:
+            if local:  # a remote split's chunks are checked as they are downloaded
+                check_split(split_url(self.input_dir, split))
             dataset = self._open(split)
             metadata = read_metadata(dataset, split_url(self.input_dir, split))
             splits.append((ShardImages(dataset, torch.as_tensor(metadata["labels"])), list(metadata["class_names"])))

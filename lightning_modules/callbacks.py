@@ -1,18 +1,22 @@
-"""Lightning callbacks: ``last.ckpt`` for crash recovery, and attention-mask grids and statistics during training
-(docs/paper.md §1.4; ``python train.py callbacks=masks``)."""
+"""Lightning callbacks: ``last.ckpt`` for crash recovery, the model summary, the progress bar, and attention-mask grids
+and statistics during training (docs/paper.md §1.4; ``python train.py callbacks=masks``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary import get_human_readable_count
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 from lightning_modules.mask_plots import (
     captured_masks,
@@ -25,6 +29,8 @@ from lightning_modules.mask_plots import (
     statistics_from,
 )
 from lightning_modules.stopping import sigterm_stops_at_a_step, stop_requested
+
+log = logging.getLogger(__name__)
 
 
 class LastCheckpoint(Checkpoint):
@@ -89,6 +95,48 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_step = -1  # the epoch's end is a state of its own, even at a step just saved
         self.save(trainer)
+
+
+class ModelSummary(callbacks.ModelSummary):
+    """Lightning's model summary, in one line on the console (parameters, size) and as its layer table in the run's
+    log only (``file_only``: :class:`lightning_modules.console.FileOnly`). The FLOPs column and total are left out
+    where Lightning counted none (it counts them only for a model with an ``example_input_array``)."""
+
+    @staticmethod
+    def summarize(
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        if not total_flops:
+            summary_data = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *summary_data
+        )
+        if not total_flops:
+            table = "\n".join(line for line in table.splitlines() if not line.endswith("Total Flops"))
+        log.info("Model layers:\n%s", table, extra={"file_only": True})
+        log.info(
+            "Model: %s parameters (%s trainable, %.1f MB); its layers are listed in the run's log",
+            get_human_readable_count(total_parameters),
+            get_human_readable_count(trainable_parameters),
+            model_size,
+        )
+
+
+class TQDMProgressBar(callbacks.TQDMProgressBar):
+    """Lightning's tqdm progress bar, closed when the run ends by an error or a stop, so that what the run says then
+    stands on lines of its own and last (an open bar redraws itself when the process exits)."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        bars = (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar, self._predict_progress_bar)
+        for bar in bars:
+            if bar is not None:
+                bar.close()
 
 
 class AttentionMaskLogger(Callback):

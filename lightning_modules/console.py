@@ -3,23 +3,29 @@ the traceback of a bad input, whose message says it all (:func:`bad_input_report
 
 Lightning advertises its cloud products on every run ("💡 Tip: ... try installing litlogger"), says that it does
 not add the model summary callback that conf/callbacks already holds, warns that the
-model summary estimates bf16 sizes as fp32 and that a resumed run's checkpoint folder is not empty (resuming is the
-point), and trips over a torch deprecation inside its own code. Everything else is shown.
+model summary estimates bf16 sizes as fp32, that a resumed run's checkpoint folder is not empty (resuming is the
+point) and that litdata's loader has a length (litdata gives each worker its own chunks), and trips over a torch
+deprecation inside its own code. Everything else is shown; warnings name their source relative to the installed
+packages (``lightning/pytorch/loops/fit_loop.py:321``), not by its full site-packages path. Records marked
+``file_only`` (the model's layer table) and Lightning's notes on the checkpoints it restores go to the run's log but
+not to the console (:class:`FileOnly`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
-from datamodules.base import DataDownloadError
+from datamodules.base import DamagedDataError, DataDownloadError
 from datamodules.optional import MissingExtraError
 from lightning_modules.classifier import NonFiniteLossError
 from lightning_modules.run_directory import RunLockedError
@@ -29,6 +35,7 @@ KNOWN_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Precision .* is not supported by the model summary",
     r"Checkpoint directory .* exists and is not empty",
+    r"Your `IterableDataset` has `__len__` defined",
 )
 
 
@@ -39,6 +46,7 @@ BAD_INPUT = (
     NotADirectoryError,
     CheckpointError,
     DataDownloadError,
+    DamagedDataError,
     MissingExtraError,
     NonFiniteLossError,
     RunLockedError,
@@ -60,10 +68,45 @@ class DropChatter(logging.Filter):
         return not record.getMessage().startswith(CHATTER)
 
 
+# How Lightning's messages begin that repeat, with a checkpoint's full path, what the run says itself ("Resuming
+# from ...", the final summary's best checkpoint): the run's log keeps them, the console does not.
+FILE_ONLY = (
+    "Restoring states from the checkpoint path at ",
+    "Restored all states from the checkpoint at ",
+    "Loaded model weights from the checkpoint at ",
+)
+
+
+class FileOnly(logging.Filter):
+    """Drops the records logged with ``extra={"file_only": True}`` and those that begin as one of
+    :data:`FILE_ONLY` (attached to the console handler by conf/hydra/job_logging: the run's log file still gets
+    them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False) and not record.getMessage().startswith(FILE_ONLY)
+
+
+def source_of(filename: str) -> str:
+    """``filename`` relative to the import path it lies under (``lightning/pytorch/loops/fit_loop.py`` rather than
+    its full site-packages path); other files as given."""
+    path = Path(filename)
+    roots = sorted((Path(entry) for entry in sys.path if entry), key=lambda root: len(root.parts), reverse=True)
+    return next((str(path.relative_to(root)) for root in roots if path.is_relative_to(root)), filename)
+
+
+def format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """A warning on one line: its message, then its category and source (short, without the source line)."""
+    return f"{message} ({category.__name__} at {source_of(filename)}:{lineno})\n"
+
+
 def quiet_known_warnings() -> None:
-    """Ignore the warnings in :data:`KNOWN_WARNINGS` (this process only)."""
+    """Ignore the warnings in :data:`KNOWN_WARNINGS` and show the others as :func:`format_warning` does (this
+    process only)."""
     for message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    warnings.formatwarning = format_warning
 
 
 @contextmanager

@@ -7,12 +7,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from datamodules.base import ImageDataModule
 from datamodules.user_images import find_images, preprocess
 from lightning_modules.classifier import ImageClassifier
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +34,37 @@ def write_per_class_csv(path: Path, class_names: Sequence[str], accuracies: Sequ
     return path
 
 
-def write_confusion_png(path: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> Path:
-    """Row-normalised confusion matrix (true class per row) as a heat map."""
-    import matplotlib
+def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str]) -> Figure:
+    """Row-normalised confusion matrix (true class per row) as a heat map, each cell with its image count (up to 30
+    classes; more would not be legible)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = confusion.float()
-    rates = counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    counts = confusion.long()
+    rates = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
     n = len(class_names)
     size = min(4 + 0.4 * n, 20)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size))
+    ax = fig.subplots()
     im = ax.imshow(rates.numpy(), cmap="viridis", vmin=0, vmax=1)
     if n <= 30:
         ax.set_xticks(range(n), class_names, rotation=90)
         ax.set_yticks(range(n), class_names)
+        for (true, predicted), count in np.ndenumerate(counts.numpy()):
+            dark = rates[true, predicted] < 0.5  # viridis is dark below its middle
+            color = "white" if dark else "black"
+            ax.text(predicted, true, str(count), ha="center", va="center", fontsize=max(6, 11 - n // 4), color=color)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix ({int(counts.sum())} images)")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
+    return fig
+
+
+def write_confusion_png(path: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> Path:
+    """:func:`confusion_figure` as a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    confusion_figure(confusion, class_names).savefig(path, dpi=100)
     return path
 
 

@@ -8,8 +8,9 @@ is how a run resumes. This module makes that safe and cheap:
   anything there. The kernel drops the lock when its process dies, so the lock of a killed run is taken over.
 - **Record** (``run.json``): the W&B run id, so a resumed run continues the same W&B run, and its W&B group, which
   eval.py's runs of its checkpoints join; once ``fit`` (and ``test``) finished, the run's length and results, so that
-  rerunning a finished command reports them instead of training again; and the config keys each resumption changed
-  (a longer schedule, an edited YAML), with the step.
+  rerunning a finished command reports them instead of training again; the config keys each resumption changed (a
+  longer schedule, an edited YAML), with the step; and how the latest training session stands (``status``: running,
+  finished, stopped or failed, with the step and the error's one-line message).
 - **Log** (``train.log``): everything the console shows through ``logging`` (Lightning's and Hydra's loggers and
   Python warnings included) and the error that ended a failed run.
 """
@@ -186,6 +187,13 @@ class RunDirectory:
         entry["changes"] = {key: list(values) for key, values in changes.items()}
         record = self.read_record()
         self._write_record({**record, "config_changes": [*record.get("config_changes", []), entry]})
+
+    def note_session(self, state: str, **details: Any) -> None:
+        """Record how the latest training session stands: ``running`` from its start, then ``finished``,
+        ``stopped`` or ``failed``, with ``details`` (the step, a failure's one-line message; None values left out)."""
+        status = {"state": state, "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        status |= {key: value for key, value in details.items() if value is not None}
+        self._write_record({**self.read_record(), "status": status})
 
     def forget_finished(self) -> None:
         """Drop the stored outcome (the run is being trained further or again)."""

@@ -54,6 +54,11 @@ def length_text(length: Mapping[str, Any]) -> str:
     return ", ".join(limits) or "no step or epoch limit"
 
 
+def metrics_text(metrics: Mapping[str, float]) -> str:
+    """``test/acc1=0.9219, test/acc5=1.0000`` (sorted, four decimals)."""
+    return ", ".join(f"{key}={value:.4f}" for key, value in sorted(metrics.items()))
+
+
 def report_run(run: Path, metrics: Mapping[str, float], best: str | None, command: str | None) -> None:
     """Say where the run, its curves and checkpoints are, what it scored and how to evaluate it."""
     lines = [f"Run directory: {shown(run)}"]
@@ -70,9 +75,9 @@ def report_run(run: Path, metrics: Mapping[str, float], best: str | None, comman
         lines.append(f"  best checkpoint (val/acc1): {where}")
     if (run / "checkpoints" / "last.ckpt").is_file():
         lines.append("  last checkpoint: checkpoints/last.ckpt (rerunning the command resumes from it)")
-    results = {k: v for k, v in sorted(metrics.items()) if k.startswith(("test/", "val/acc1_best"))}
+    results = {k: v for k, v in metrics.items() if k.startswith(("test/", "val/acc1_best"))}
     if results:
-        lines.append("  results: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+        lines.append(f"  results: {metrics_text(results)}")
     if command:
         lines.append(f"Evaluate it: {command}")
     log.info("\n".join(lines))

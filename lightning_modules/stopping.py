@@ -10,6 +10,9 @@ the ranks' own collectives (gloo: "Received data size doesn't match expected siz
 After each optimiser step the ranks agree whether any of them was asked to stop (:func:`stop_requested`); if so,
 they all write last.ckpt and raise Lightning's ``SIGTERMException`` at that same step. Nothing collective runs
 inside a signal handler.
+
+How a training session ended (:class:`SessionEnd`: finished, stopped or failed) is what the run directory's record,
+the W&B run's exit code and the console say: a stopped run resumes, a failed one resumes once its cause is fixed.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -97,15 +101,20 @@ def sigterm_stops_at_a_step(trainer: L.Trainer) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def saved_step(last_checkpoint: Path) -> int | None:
+    """The step last.ckpt holds (None when there is none, or it cannot be read)."""
+    try:
+        return read_checkpoint(last_checkpoint, lazy=True).get("global_step") if last_checkpoint.is_file() else None
+    except CheckpointError:
+        return None
+
+
 def stopped_message(step: int, last_checkpoint: Path | None) -> str:
     """What a stopped run tells its user: where it stopped, what last.ckpt holds, how to continue."""
     name = "Ctrl-C" if _stop_signal == signal.SIGINT else "SIGTERM"
     if last_checkpoint is None:
         return f"Stopped by {name} at step {step}; no last.ckpt is written (callbacks.last_checkpoint is off)."
-    try:
-        saved = read_checkpoint(last_checkpoint, lazy=True).get("global_step") if last_checkpoint.is_file() else None
-    except CheckpointError:
-        saved = None
+    saved = saved_step(last_checkpoint)
     if saved is None:
         return f"Stopped by {name} at step {step}, before a last.ckpt was written: a rerun starts over."
     lost = f" (the {step - saved} steps after it will be trained again)" if saved < step else ""
@@ -113,3 +122,48 @@ def stopped_message(step: int, last_checkpoint: Path | None) -> str:
         f"Stopped by {name} at step {step}; {shown(last_checkpoint)} holds step {saved}{lost}. "
         "Rerun the same command to resume."
     )
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """How a training session ended: ``finished``, ``stopped`` (SIGTERM, Ctrl-C; it resumes) or ``failed`` (an
+    error, ``message`` its one line), at ``step``; ``exit_code`` is the one W&B records (non-zero: not finished)."""
+
+    state: str
+    step: int
+    message: str | None = None
+    exit_code: int = 0
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line: its type and first line, or the original error's last line where a DataLoader worker
+    relayed it (torch puts the worker's traceback into the message)."""
+    text = str(error).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        return text.splitlines()[-1]
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def session_end(error: BaseException | None, step: int) -> SessionEnd:
+    """How a session that raised ``error`` (None: that returned) at ``step`` ended. A stop leaves as ``SystemExit``
+    with the signal's status (our stop after a step) or as Lightning's exit after a ``KeyboardInterrupt`` (a second
+    Ctrl-C, or Ctrl-C while testing); any other error is a failure."""
+    if error is None:
+        return SessionEnd("finished", step)
+    if isinstance(error, (SystemExit, KeyboardInterrupt)):
+        code = getattr(error, "code", None)
+        status = code if isinstance(code, int) and code > 128 else 128 + signal.SIGINT
+        return SessionEnd("stopped", step, exit_code=status)
+    return SessionEnd("failed", step, one_line(error), exit_code=1)
+
+
+def failed_message(end: SessionEnd, last_checkpoint: Path | None, recorded: list[str]) -> str:
+    """What a failed run tells its user before its error: the step, where the failure is recorded, and what a rerun
+    resumes from once the cause is fixed."""
+    saved = saved_step(last_checkpoint) if last_checkpoint is not None else None
+    resume = (
+        f"{shown(last_checkpoint)} holds step {saved}: rerun the same command to resume from it once the cause is fixed"
+        if saved is not None
+        else "no last.ckpt was written: a rerun starts over"
+    )
+    return f"The run failed at step {end.step} (recorded as failed in {' and '.join(recorded)}); {resume}."

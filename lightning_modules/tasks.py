@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -32,8 +33,15 @@ from lightning_modules.console import quiet_known_warnings
 from lightning_modules.cpu_threads import CpuThreads
 from lightning_modules.eval_outputs import images_to_predict, predict_folder, write_confusion_png, write_per_class_csv
 from lightning_modules.run_directory import RunDirectory
-from lightning_modules.run_report import eval_command, length_text, report_run, shown
-from lightning_modules.stopping import ctrl_c_stops_at_a_step, exit_status, stopped_message
+from lightning_modules.run_report import eval_command, length_text, metrics_text, report_run, shown
+from lightning_modules.stopping import (
+    SessionEnd,
+    ctrl_c_stops_at_a_step,
+    exit_status,
+    failed_message,
+    session_end,
+    stopped_message,
+)
 from lightning_modules.wandb_runs import evaluation_run, training_run, wandb_config
 from resattn.checkpoints import CheckpointError, read_checkpoint
 from resattn.pretrained import available as pretrained_weights
@@ -125,11 +133,22 @@ def resume_checkpoint(cfg: DictConfig) -> tuple[Path, dict[str, Any]] | None:
     return last, checkpoint
 
 
-def finish_wandb(loggers: list[Logger]) -> None:
-    """Close W&B runs so that each multirun job gets a run of its own (a no-op on other ranks)."""
+def finish_wandb(loggers: list[Logger], end: SessionEnd | None = None) -> None:
+    """Close W&B runs so that each multirun job gets a run of its own (a no-op on other ranks), with the exit code of
+    how the session ended (``end``; None: finished): a failed run gets exit code 1, which W&B shows as failed. The
+    summary says how it ended (``run/state``) and a failure's one line (``run/error``, emptied by a session that
+    does not fail: a resumed W&B run keeps its summary); a stopped run is marked preempting, W&B's state for a run
+    that resumes."""
+    if rank_zero_only.rank != 0:
+        return
+    end = end or SessionEnd("finished", 0)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.finish()
+            run = logger.experiment
+            run.summary.update({"run/state": end.state, "run/error": end.message or ""})
+            if end.state == "stopped":
+                run.mark_preempting()
+            run.finish(exit_code=end.exit_code)
 
 
 def metrics_as_floats(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -256,7 +275,7 @@ def fit_and_test(
     if test:
         if best is None:
             log.warning("No best checkpoint on val/acc1; testing the final weights")
-        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True, verbose=False)  # report_run
         metrics.update(metrics_as_floats(trainer.callback_metrics))
     return metrics, best
 
@@ -293,16 +312,18 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
     callbacks = [*instantiate_dict(cfg.get("callbacks"), Callback), CpuThreads(cfg.get("cpu_threads"))]
     loggers = instantiate_dict(cfg.get("logger"), Logger, wandb)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    last = next((cb.path for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
+    end = None
     try:
         if trainer.is_global_zero:
             log_run_config(cfg, model, loggers)
         if run is not None:
             run.forget_finished()
+            run.note_session("running")
         ckpt_path = str(resume[0]) if resume is not None else None
         if own_last:
             log.info("Resuming from %s (auto_resume; set auto_resume=false to start over)", shown(ckpt_path))
         del resume  # the lazily mapped checkpoint: Lightning reads the file itself
-        last = next((cb.path for cb in callbacks if isinstance(cb, LastCheckpoint)), None)
         try:
             outcome = fit_and_test(
                 trainer, model, datamodule, ckpt_path, test=cfg.get("test", True), stop_on_ctrl_c=last is not None
@@ -312,10 +333,20 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
                 log.warning(stopped_message(trainer.global_step, last))
             raise SystemExit(exit_status()) from None
         if outcome is None:
+            end = SessionEnd("stopped", trainer.global_step)
             return metrics_as_floats(trainer.callback_metrics)
         metrics, best = outcome
+    except BaseException as err:
+        end = session_end(err, trainer.global_step)
+        raise
     finally:
-        finish_wandb(loggers)
+        end = end or session_end(None, trainer.global_step)
+        finish_wandb(loggers, end)
+        if run is not None:
+            run.note_session(end.state, step=end.step, message=end.message)
+            if end.state == "failed":
+                recorded = ["run.json", *(["its W&B run"] if uses_wandb(cfg.get("logger")) else [])]
+                log.error(failed_message(end, last, recorded))
     if run is not None:
         run.mark_finished(length, metrics, best_checkpoint=best, tested=bool(cfg.get("test", True)))
         report_run(run.path, metrics, best, eval_command(best, data_choice, overrides))
@@ -389,15 +420,21 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, max_steps=-1)
     source = {"pretrained": cfg.pretrained} if cfg.get("pretrained") else {"checkpoint": str(cfg.ckpt_path)}
     results: dict[str, Any] = {**source, "arch": model.hparams.arch, "sizes": {}}
+    end = None
+    written = ["eval_results.json"]
+    tested = f"pretrained={cfg.pretrained}" if cfg.get("pretrained") else shown(cfg.ckpt_path)
+    log.info("Testing %s (%s)", tested, model.hparams.arch)  # timm's own lines on loading weights are not shown
     try:
         for size, datamodule in datamodules.items():
-            trainer.test(model, datamodule=datamodule, weights_only=True)
+            trainer.test(model, datamodule=datamodule, weights_only=True, verbose=False)
             metrics = metrics_as_floats(trainer.callback_metrics)
+            log.info("Test at %d px, %d images: %s", size, len(datamodule.test_set), metrics_text(metrics))
             per_class = model.test_per_class.compute().tolist()
             write_per_class_csv(out / f"per_class_accuracy_{size}.csv", datamodule.class_names, per_class)
             write_confusion_png(
                 out / f"confusion_matrix_{size}.png", model.test_confusion.compute(), datamodule.class_names
             )
+            written += [f"per_class_accuracy_{size}.csv", f"confusion_matrix_{size}.png"]
             results["sizes"][str(size)] = {
                 **metrics,
                 "per_class_acc": dict(zip(datamodule.class_names, per_class, strict=True)),
@@ -406,11 +443,18 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
             predictions = predict_folder(model, first, Path(cfg.predict_dir), out / "predictions.csv")
             results["predictions"] = str(predictions.path)
             results["unreadable_images"] = predictions.unreadable
+            written.append(predictions.path.name)
     except SIGTERMException:
+        end = SessionEnd("stopped", trainer.global_step, exit_code=exit_status())
         log.warning("Stopped by SIGTERM; %s holds the test sizes finished before it", shown(out / "eval_results.json"))
         raise SystemExit(exit_status()) from None
+    except BaseException as err:
+        end = session_end(err, trainer.global_step)
+        raise
     finally:
-        finish_wandb(loggers)
-        (out / "eval_results.json").write_text(json.dumps(results, indent=2))
-    log.info("Evaluation results written to %s", out / "eval_results.json")
+        finish_wandb(loggers, end)
+        partial = out / ".eval_results.json.partial"  # renamed over the file: never a half-written one
+        partial.write_text(json.dumps(results, indent=2))
+        os.replace(partial, out / "eval_results.json")
+    log.info("Evaluation written to %s: %s", shown(out), ", ".join(written))
     return results

@@ -101,13 +101,21 @@ SCRIPT_ENV = {"PYTHONPATH": str(ROOT), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR
 
 
 def run_script(
-    script: str, *args: str, cwd: Path, check: bool = True, timeout: int = 300, env: dict[str, str] | None = None
+    script: str,
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    timeout: int = 300,
+    env: dict[str, str] | None = None,
+    unset: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
-    """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there), ``env`` added."""
+    """Run ``python <script> args`` as a user would, from ``cwd`` (so logs/ lands there), ``env`` added and the
+    variables in ``unset`` removed."""
+    environment = {**os.environ, **SCRIPT_ENV, **(env or {})}
     proc = subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
-        env={**os.environ, **SCRIPT_ENV, **(env or {})},
+        env={name: value for name, value in environment.items() if name not in unset},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -126,17 +134,19 @@ def start_script(
     output: Path | None = None,
     process_group: bool = False,
     launcher: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """Start ``python <launcher> <script> args`` from ``cwd`` in the background, to stop or kill it: its output goes to
     the file ``output`` (else nowhere), and Ctrl-C (SIGINT) reaches it as in a terminal, even where the tests run with
     it ignored. With ``process_group`` it leads a process group of its own (its pid), which ``os.killpg`` signals as a
-    terminal does its foreground job (every DDP rank). ``launcher``: e.g. ``-m torch.distributed.run ...``."""
+    terminal does its foreground job (every DDP rank). ``launcher``: e.g. ``-m torch.distributed.run ...``; ``env``:
+    variables added."""
     sink = output.open("w") if output is not None else subprocess.DEVNULL
     try:
         return subprocess.Popen(
             [sys.executable, *launcher, str(ROOT / script), *args],
             cwd=cwd,
-            env={**os.environ, **SCRIPT_ENV},
+            env={**os.environ, **SCRIPT_ENV, **(env or {})},
             stdout=sink,
             stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),

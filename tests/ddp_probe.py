@@ -1,9 +1,11 @@
-"""A callback for the DDP test of tests/test_data_at_scale.py: which images (of a ``files.write_coded_tree`` set)
-every training batch of this rank held, per epoch, written to ``<out>/rank<r>.json`` when training ends."""
+"""A callback for the DDP tests (tests/test_data_at_scale.py, tests/test_multinode.py): which images (of a
+``files.write_coded_tree`` set) every training batch of this rank held, per epoch, written to ``<out>/rank<r>.json``
+when training ends; ``pause`` seconds of sleep before each batch give a test the time to interrupt a run at a step."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,9 @@ from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
 class RecordSamples(Callback):
-    def __init__(self, out: str) -> None:
+    def __init__(self, out: str, pause: float = 0.0) -> None:
         self.out = Path(out)
+        self.pause = pause
         self.seen: dict[int, list[int]] = {}
 
     def on_train_batch_start(
@@ -25,6 +28,7 @@ class RecordSamples(Callback):
         images, _ = batch
         codes = read_codes(images.detach().float().cpu(), IMAGENET_MEAN, IMAGENET_STD)
         self.seen.setdefault(trainer.current_epoch, []).extend(codes)
+        time.sleep(self.pause)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.out.mkdir(parents=True, exist_ok=True)

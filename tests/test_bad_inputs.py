@@ -224,3 +224,32 @@ def test_only_bad_inputs_lose_their_traceback(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ValueError), bad_input_reported():
         raise ValueError("shown with its traceback")
+
+
+@pytest.mark.slow
+def test_an_unreadable_image_met_in_training_or_evaluation_ends_with_one_message(tmp_path: Path) -> None:
+    """An image that cannot be decoded, met by a DataLoader worker in training and in eval.py: one message naming
+    the file and the remedy, exit status 1, no traceback (it is in the run's log, the worker's included); the remedy
+    it names works."""
+    root = tmp_path / "images"
+    write_tree(root / "train", ["cat", "dog"], per_class=12)
+    write_tree(root / "test", ["cat", "dog"], per_class=2, seed=1)
+    damaged = truncate(root / "train" / "dog" / "img5.png")
+    data = ["data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8", "data.num_workers=2"]
+    command = ["model=tiny", "trainer.max_epochs=1", "logger=csv", *data]
+    failed = run_script("train.py", *command, cwd=tmp_path, check=False)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode == 1 and "Traceback" not in said and said.count("cannot decode image file") == 1
+    assert f"error: cannot decode image file {damaged} (OSError: " in failed.stderr and "skip_corrupt=true" in said
+    assert "The run failed at step 1 (recorded as failed in run.json); no last.ckpt was written" in said  # mid-epoch
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    log = (run / "train.log").read_text()
+    assert "Traceback" in log and "Caught DamagedDataError in DataLoader worker process" in log
+
+    run_script("train.py", *command, "data.skip_corrupt=true", cwd=tmp_path)
+    (checkpoint,) = tmp_path.glob("logs/train/runs/*skip_corrupt*/checkpoints/last.ckpt")
+    damaged = truncate(root / "test" / "cat" / "img1.png")
+    evaluated = run_script("eval.py", f"ckpt_path={checkpoint}", *data, cwd=tmp_path, check=False)
+    said = evaluated.stdout + evaluated.stderr
+    assert evaluated.returncode == 1 and "Traceback" not in said and said.count("cannot decode image file") == 1
+    assert f"error: cannot decode image file {damaged} (OSError: " in evaluated.stderr

@@ -13,12 +13,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import SMOKE, compose_config, quiet_trainer, run_script, start_script
+from conftest import SMOKE, SMOKE_TRAINING, compose_config, quiet_trainer, run_script, start_script
+from files import truncate, write_tree
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from torch import nn
 
 from analysis.wandb_offline import read_offline_run
+from datamodules.base import DamagedDataError
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.run_directory import RunDirectory
 from lightning_modules.tasks import save_run_config, train
@@ -194,3 +196,43 @@ def test_the_record_knows_a_finished_run_by_its_length(tmp_path: Path) -> None:
     assert run.finished({"max_steps": -1, "max_epochs": 2}) is None
     (tmp_path / "run.json").write_text("{not json")
     assert run.read_record() == {}  # a damaged record never blocks a run
+
+
+def test_a_failed_run_is_recorded_as_failed_and_resumes_once_its_data_are_fixed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that ends by an error (here: its images damaged before a resumption) is failed in run.json (state,
+    step, message), in its W&B run (exit code 1, the message in the summary) and on the console; once the images are
+    restored, rerunning the command resumes from last.ckpt and finishes, and the records say so."""
+    root = tmp_path / "images"
+    images = write_tree(root / "train", ["cat", "dog"], per_class=12)
+    write_tree(root / "test", ["cat", "dog"], per_class=2, seed=1)
+    folder = ["data=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8", "data.num_workers=0"]
+    command = [*SMOKE_TRAINING, *folder]
+    train(compose_config("train", [*command, "trainer.max_epochs=1"], tmp_path))
+    run = RunDirectory(tmp_path / "run")
+    assert run.read_record()["status"]["state"] == "finished"
+
+    originals = {path: path.read_bytes() for path in images}
+    for path in images:
+        truncate(path)
+    with pytest.raises(DamagedDataError, match="cannot decode image file"), caplog.at_level(logging.INFO):
+        train(compose_config("train", [*command, "trainer.max_epochs=2"], tmp_path))
+    status = run.read_record()["status"]
+    assert status["state"] == "failed" and status["step"] == 2  # the first epoch's 2 steps were done
+    assert status["message"].startswith("DamagedDataError: cannot decode image file") and "\n" not in status["message"]
+    assert "finished" not in run.read_record()
+    failed = read_offline_run(sorted((run.path / "wandb").glob("offline-run-*"))[-1])
+    assert failed.exit_code == 1 and not failed.preempting
+    assert failed.summary["run/error"] == status["message"] and failed.summary["run/state"] == "failed"
+    said = "The run failed at step 2 (recorded as failed in run.json and its W&B run); {}/last.ckpt holds step 2: rerun"
+    assert said.format(tmp_path / "run" / "checkpoints") in caplog.text
+
+    for path, data in originals.items():
+        path.write_bytes(data)
+    metrics = train(compose_config("train", [*command, "trainer.max_epochs=2"], tmp_path))
+    assert "test/acc1" in metrics and "Resuming from" in caplog.text
+    record = run.read_record()
+    assert record["status"]["state"] == "finished" and record["status"]["step"] == 4 and record["finished"]
+    resumed = read_offline_run(sorted((run.path / "wandb").glob("offline-run-*"))[-1])
+    assert resumed.exit_code == 0 and resumed.summary["run/state"] == "finished" and resumed.summary["run/error"] == ""

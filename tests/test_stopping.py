@@ -16,6 +16,8 @@ import pytest
 import torch
 from conftest import SMOKE, latest_step, run_script, start_script
 
+from analysis.wandb_offline import read_offline_run
+
 RUN = [
     *SMOKE,
     "data.num_train_samples=400",  # 11 batches per epoch, 33 steps
@@ -82,18 +84,23 @@ def test_sigterm_stops_at_a_step_with_last_ckpt_written_there_and_the_rerun_matc
 ) -> None:
     """SIGTERM mid-epoch: the run ends at the end of its training step with last.ckpt written there (no other save
     was due), says so, exits 143 (not 0: a scheduler sees a stopped job), releases its directory without marking it
-    finished, and the rerun ends with exactly the weights of a run never stopped."""
-    overrides = [*RUN, ONLY_STOPS_SAVE]
+    finished (run.json and its W&B run say stopped, not failed), and the rerun ends with exactly the weights of a
+    run never stopped."""
+    overrides = [*(o for o in RUN if o != "logger=csv"), "logger=wandb", ONLY_STOPS_SAVE]
     proc, run = interrupt(tmp_path, overrides, after_step=11, how=signal.SIGTERM)  # stop in the second epoch
     assert proc.returncode == 143
     said = (tmp_path / "output.txt").read_text()
     stopped_at = latest_step(run)
     assert 11 < stopped_at < 33
     assert f"Stopped by SIGTERM at step {stopped_at};" in said and f"holds step {stopped_at}. Rerun" in said
-    assert "Traceback" not in said and (run / ".lock").read_text() == ""
-    record = json.loads((run / "run.json").read_text()) if (run / "run.json").is_file() else {}
-    assert "finished" not in record
+    assert "Traceback" not in said and (run / ".lock").read_text() == "" and "failed" not in said
+    record = json.loads((run / "run.json").read_text())
+    assert "finished" not in record and record["status"]["state"] == "stopped"
+    assert record["status"]["step"] == stopped_at and "message" not in record["status"]
+    stopped = read_offline_run(next((run / "wandb").glob("offline-run-*")))
+    assert stopped.exit_code == 143 and stopped.preempting and stopped.summary["run/state"] == "stopped"
     assert_resumes_exactly(tmp_path, run, overrides, uninterrupted)
+    assert json.loads((run / "run.json").read_text())["status"]["state"] == "finished"
 
 
 @pytest.mark.slow

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from files import hf_dataset, write_idx_gz, write_jpeg_tree
+from files import hf_dataset, truncate, write_idx_gz, write_image, write_jpeg_tree
 from omegaconf import OmegaConf
 from PIL import Image
 
+from datamodules.base import DamagedDataError
 from datamodules.folder import ImageFolderDataModule
 from datamodules.optional import MissingExtraError
 from datamodules.shards import main, write_shards
@@ -181,3 +184,74 @@ def test_yaml_keys_are_the_options(tree_shards: tuple[Path, Path], tmp_path: Pat
     assert type(dm).option_names() == set(cfg.data) - {"_target_"} == set(dm.hparams) | {"num_classes"}
     assert all(isinstance(value, (str, int, float, bool, type(None))) for value in dm.hparams.values())
     assert StreamingDataModule(root="", input_dir="s3://bucket/shards").input_dir == "s3://bucket/shards"
+
+
+def damaged_copy(out: Path, to: Path, damage: Callable[[Path], object]) -> Path:
+    """A copy of the shards ``out`` in ``to``, damaged by ``damage(copy)``."""
+    shutil.copytree(out, to)
+    damage(to)
+    return to
+
+
+def test_damaged_shards_are_named_before_training(tree_shards: tuple[Path, Path], tmp_path: Path) -> None:
+    """A chunk missing or cut short, an index that is damaged or missing: one message naming the file and the
+    remedy when the data are set up, not litdata's wait for a download at the step that needs it."""
+    _, out = tree_shards
+    remedy = "copy the shards again from where they were written, or write them again with `python -m datamodules"
+    cases = {
+        "missing-chunk": (lambda d: (d / "train" / "chunk-0-1.bin").unlink(), r"shard chunk .*/train/chunk-0-1.bin "),
+        "cut-chunk": (lambda d: truncate(d / "test" / "chunk-0-0.bin"), r"test/chunk-0-0.bin has \d+ bytes, not the"),
+        "damaged-index": (lambda d: truncate(d / "test" / "index.json"), r"the shards' index .*test/index.json is dam"),
+        "missing-index": (lambda d: (d / "test" / "index.json").unlink(), r"the shards lack .*/test/index.json"),
+    }
+    for name, (damage, message) in cases.items():
+        copy = damaged_copy(out, tmp_path / name, damage)
+        with pytest.raises(DamagedDataError, match=message) as err:
+            streaming_dm(copy, tmp_path / "cache")
+        assert remedy in str(err.value), name
+
+
+def test_a_chunk_lost_after_the_check_is_named_at_its_step(tree_shards: tuple[Path, Path], tmp_path: Path) -> None:
+    _, out = tree_shards
+    copy = damaged_copy(out, tmp_path / "copy", lambda d: None)
+    dm = streaming_dm(copy, tmp_path / "cache")
+    for chunk in (copy / "train").glob("chunk-*.bin"):
+        chunk.unlink()
+    expected = r"shard chunk .*/train/chunk-\d-\d+.bin is missing: copy the shards again"
+    for loader in (dm.train_dataloader, dm.val_dataloader):
+        with pytest.raises(DamagedDataError, match=expected):
+            list(loader())
+
+
+def test_an_image_damaged_before_conversion_is_named_by_its_shard_item(tmp_path: Path) -> None:
+    """The converter keeps a file's bytes, so truncated JPEGs become truncated shard items: training and
+    evaluation name the item and the fix (at the source, then convert again)."""
+    write_jpeg_tree(tmp_path / "tree" / "train", ["ant", "bee"], per_class=8)
+    write_jpeg_tree(tmp_path / "tree" / "test", ["ant", "bee"], per_class=2, seed=1)
+    for path in (tmp_path / "tree").glob("*/*/img*.jpg"):
+        truncate(path)
+    write_shards(ImageFolderDataModule(root=str(tmp_path / "tree"), image_size=32), tmp_path / "out", verbose=False)
+    dm = streaming_dm(tmp_path / "out", tmp_path / "cache", batch_size=4, val_fraction=0.25)
+    expected = r"shard item \d+ of .*/out/(train|test): cannot decode an image of \d+ bytes .*write the shards again"
+    for loader in (dm.train_dataloader, dm.val_dataloader, dm.test_dataloader):
+        with pytest.raises(DamagedDataError, match=expected):
+            list(loader())
+
+
+def test_converter_suggests_the_images_own_size_and_prints_no_chatter(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A folder of 32-pixel images under data=folder (whose default size is 224): the command to train on them says
+    data.image_size=32 data.model_family=cifar; litdata's processes print nothing but their progress bar."""
+    for split, count in (("train", 6), ("test", 2)):
+        for name in ("ant", "bee"):
+            for i in range(count):
+                write_image(tmp_path / "tree" / split / name / f"{i}.png", seed=i, size=(32, 32))
+    main([str(tmp_path / "out"), "data=folder", f"data.root={tmp_path / 'tree'}", "--workers", "2"])
+    printed = capfd.readouterr()
+    assert printed.out.splitlines() == [
+        f"wrote 12 training and 4 test images to {tmp_path / 'out'}. Train on them with:",
+        f"  python train.py data=streaming data.input_dir={tmp_path / 'out'} data.in_chans=3 data.image_size=32 "
+        "data.model_family=cifar",
+    ]
+    assert "Worker" not in printed.err and "lightning.ai" not in printed.err and "Progress: 100%" in printed.err

@@ -16,6 +16,7 @@ from files import write_cifar, write_tree
 
 from analysis.wandb_offline import read_offline_run
 from lightning_modules import ImageClassifier
+from lightning_modules.eval_outputs import confusion_figure
 from lightning_modules.sweep_folder import sweep_name
 from lightning_modules.tasks import train
 
@@ -272,3 +273,43 @@ def test_eval_refuses_a_checkpoint_for_other_classes(tmp_path: Path) -> None:
     proc = run_script("eval.py", f"ckpt_path={path}", "data=synthetic", cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert re.search(r"trained for 4 classes but the data has 10", proc.stderr)
+
+
+@pytest.mark.slow
+def test_the_console_shows_what_a_user_reads(tmp_path: Path) -> None:
+    """A default training (W&B offline, as a user without WANDB_SILENT runs it) and an evaluation of pretrained
+    weights: progress, metrics and summaries with four decimals, one line on the model (its layer table in
+    train.log), warnings named by package path; no W&B header or footer unless asked for (WANDB_QUIET=false)."""
+    overrides = [*SMOKE, "trainer.max_epochs=1", "trainer.log_every_n_steps=50"]  # 5 steps: Lightning warns
+    trained = run_script("train.py", *overrides, cwd=tmp_path, unset=("WANDB_SILENT",))
+    printed = trained.stdout + trained.stderr
+    assert not re.search(r"^wandb:", printed, re.MULTILINE) and "site-packages" not in printed
+    assert "Model: 68.0 K parameters (68.0 K trainable, 0.3 MB)" in printed and "FLOPs" not in printed
+    assert "(PossibleUserWarning at lightning/pytorch/loops/fit_loop.py:" in printed
+    assert not re.search(r"\d\.\d{7}", printed) and re.search(r"results: test/acc1=\d\.\d{4}, ", printed)
+    assert "Restoring states" not in printed and "Loaded model weights" not in printed  # the summary names it
+    run = run_dir(tmp_path)
+    log = (run / "train.log").read_text()
+    assert "| Name" in log and "ResidualAttentionNet" in log and "FLOPs" not in log and "Restoring states" in log
+    assert read_offline_run(next((run / "wandb").glob("offline-run-*"))).exit_code == 0
+    asked = run_script(
+        "train.py", *overrides, "auto_resume=false", cwd=tmp_path, env={"WANDB_QUIET": "false"}, unset=("WANDB_SILENT",)
+    )
+    assert re.search(r"^wandb: Run summary:", asked.stdout + asked.stderr, re.MULTILINE)
+
+    evaluation = ["pretrained=resattn56_cifar.fmnist", "data=fashion_mnist", "data.max_eval_samples=64"]
+    evaluated = run_script("eval.py", *evaluation, cwd=tmp_path)
+    printed = evaluated.stdout + evaluated.stderr
+    out = eval_dir(tmp_path).relative_to(tmp_path)
+    assert "Testing pretrained=resattn56_cifar.fmnist (resattn56_cifar)" in printed and "Loaded " not in printed
+    assert re.search(r"Test at 28 px, 64 images: test/acc1=\d\.\d{4}, test/acc5=", printed)
+    assert not re.search(r"\d\.\d{7}", printed)
+    written = "eval_results.json, per_class_accuracy_28.csv, confusion_matrix_28.png"
+    assert f"Evaluation written to {out}: {written}" in printed
+
+
+def test_the_confusion_matrix_shows_its_counts() -> None:
+    figure = confusion_figure(torch.tensor([[5, 1, 0], [2, 7, 0], [0, 0, 3]]), ["a", "b", "c"])
+    (axes, _) = figure.axes  # the matrix and its colour bar
+    assert [text.get_text() for text in axes.texts] == ["5", "1", "0", "2", "7", "0", "0", "0", "3"]
+    assert axes.get_title() == "confusion matrix (18 images)"
