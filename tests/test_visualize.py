@@ -126,7 +126,7 @@ def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, m
     assert len(rows) == len(history) == 2
     for name, values in stats.items():
         stage, module = stage_module(name)
-        for key in ("std", "spatial_std", "outside"):
+        for key in AttentionMaskLogger.LOGGED_STATISTICS:
             column = f"mask/{key}/stage{stage}_module{module}"
             assert float(rows[-1][column]) == pytest.approx(values[key], rel=1e-5, abs=1e-7)
             assert history[-1][column] == pytest.approx(values[key], rel=1e-5, abs=1e-7)
