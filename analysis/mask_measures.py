@@ -36,7 +36,7 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,7 +138,7 @@ def importance(model: nn.Module, loader: Iterable[Any]) -> Importance:
                 counts[name] += mask.numel() // mask.shape[1]
         means = {name: (sums[name] / counts[name]).float().view(1, -1, 1, 1) for name in names}
 
-        def mean_of(only: str | None) -> Any:
+        def mean_of(only: str | None) -> Callable[[str, torch.Tensor], torch.Tensor]:
             return lambda key, mask: means[key].to(mask) if only in (None, key) else mask
 
         interventions: dict[str, list[torch.Tensor]] = {f"mean:{name}": [] for name in names}
@@ -152,7 +152,11 @@ def importance(model: nn.Module, loader: Iterable[Any]) -> Importance:
                     "1 (choose a batch size that leaves no single image at the end, or drop_last)"
                 )
 
-            def correct(fn: Any, images: torch.Tensor = images, labels: torch.Tensor = labels) -> torch.Tensor:
+            def correct(
+                fn: Callable[[str, torch.Tensor], torch.Tensor],
+                images: torch.Tensor = images,
+                labels: torch.Tensor = labels,
+            ) -> torch.Tensor:
                 with net.replace_masks(fn):
                     return (model(images).argmax(dim=1) == labels).cpu()
 

@@ -11,6 +11,7 @@ import torch
 from test_probe import save_checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
+import analysis.masks as masks_command
 from analysis.mask_measures import amplitude, batch_size_without_singles, importance, localisation, main
 from analysis.paired import mcnemar_p
 from datamodules import SyntheticDataModule
@@ -198,6 +199,36 @@ def test_command_writes_the_measures_of_a_trained_checkpoint(
     images, labels = (torch.stack([torch.as_tensor(item[i]) for item in test.test_set]) for i in (0, 1))
     direct = importance(load_classifier(ckpt).eval(), loader_of(images, labels, batch_size=6)).summary()
     assert written["importance"] == direct
+
+
+class BoxedSynthetic(SyntheticDataModule):
+    """Synthetic data that gives object boxes, as cluttered data does: the same box for every image."""
+
+    def boxes(self, split: str) -> torch.Tensor:
+        dataset = self.test_set if split == "test" else self.val_set
+        return torch.tensor([[2, 3, 10, 12]]).repeat(len(dataset), 1)
+
+
+def test_commands_use_the_boxes_of_data_that_gives_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Localisation and the grid's boxes, for data (here from the run's saved config) with ``boxes(split)``."""
+    run = tmp_path / "run"
+    ckpt = save_checkpoint(ImageClassifier(ARCH, num_classes=10), run / "checkpoints" / "last.ckpt")
+    data = {"_target_": f"{__name__}.BoxedSynthetic", "image_size": 16, "num_train_samples": 16, "num_test_samples": 5}
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "config.yaml").write_text(json.dumps({"paths": {"root_dir": str(tmp_path)}, "data": data}))
+    assert main(["--ckpt", str(ckpt), "--measures", "localisation"]) == 0
+    found = json.loads((run / "mask_measures.json").read_text())["localisation"]
+    assert found["images"] == 5 and found["box_share"] == 72 / 256
+    assert list(found["modules"]) == MODULES
+    assert "localisation over 5 images (chance: the box's share 0.281)" in capsys.readouterr().out
+    drawn: list[torch.Tensor | None] = []
+    original = masks_command.mask_figure
+    monkeypatch.setattr(masks_command, "mask_figure", lambda *args: drawn.append(args[4]) or original(*args))
+    assert masks_command.main(["--ckpt", str(ckpt), "--split", "test", "--num-images", "3"]) == 0
+    assert (run / "masks" / "attention_masks.png").is_file()
+    assert torch.equal(drawn[0], torch.tensor([[2, 3, 10, 12]]).repeat(3, 1))
 
 
 def test_command_on_a_pretrained_tag_and_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
