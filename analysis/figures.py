@@ -135,16 +135,19 @@ def mask_statistics_markdown(networks: Sequence[TrainedNetwork], num_images: int
             shape = f"{s['channels']}×{s['height']}×{s['width']}"
             lines.append(
                 f"| {trained.label} | {module_label(name)} | {shape} | {s['mean']:.3f} | {s['std']:.3f} "
-                f"| {s['spatial_std']:.3f} | {100 * s['outside']:.1f} % |"
+                f"| {s['spatial_std']:.3f} | {s['logit_std']:.3f} | {s['p05']:.3f}–{s['p95']:.3f} |"
             )
     checkpoints = ", ".join(f"{trained.label} `{trained.checkpoint.name}`" for trained in networks)
     shown = "/".join(str(n) for n in sorted(counted))
     header = [
         f"Soft masks M of each attention network's best checkpoint ({checkpoints}) over the first {shown} test "
-        "images. A mask of 0.5 everywhere scales the trunk by a constant, 1.5 under ARL, (1 + M)·T, and 0.5 under "
-        "NAL, M·T: no attention.",
+        "images. The logits' std (before the sigmoid) and M's 5th–95th percentiles say how far a mask can move the "
+        "trunk, (1 + M)·T under ARL, M·T under NAL; a small std does not say that the network ignores it: "
+        "`python -m analysis.mask_measures` measures the accuracy with the masks replaced by their mean or "
+        "exchanged between images.",
         "",
-        "| network | module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |",
-        "|---|---|---|---|---|---|---|",
+        "| network | module | C×H×W | mean M | std M | std over positions, per channel | logit std "
+        "| M, 5th–95th percentile |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     return "\n".join(header + lines) + "\n"

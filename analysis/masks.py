@@ -5,8 +5,10 @@
 
 One PNG grid, one row per image: the image as the network sees it (min-max scaled), then one column per attention
 module (labelled with its stage and module) with the module's mask averaged over channels, bilinearly upsampled to
-the image size and overlaid as a heat map (colour range per panel, written under it). Images are the first
-``--num-images`` of the validation (or test) split, or your own files preprocessed like the test split. The data
+the image size and overlaid as a heat map (one colour scale for the grid, shown by a colour bar; each panel's range
+written under it). Images are the first ``--num-images`` of the validation (or test) split, with each object's box
+drawn when the data gives boxes (a datamodule with ``boxes(split)``), or your own files preprocessed like the test
+split. Whether the network uses its masks: ``python -m analysis.mask_measures``. The data
 (and so the preprocessing) is the checkpoint's own run config (``<run>/.hydra/config.yaml``) unless ``--data``
 names a ``conf/data`` choice. The drawing is :mod:`lightning_modules.mask_plots`, which the training callback
 (``callbacks=masks``) uses too.
@@ -53,10 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
         datamodule = load_datamodule(ckpt, args.data, args.set)
         model = load_classifier(ckpt, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
+        boxes = None
         if args.images:
             images, labels = file_images(datamodule, args.images, args.num_images)
         else:
             images, labels = split_images(datamodule, args.split, args.num_images)
+            if hasattr(datamodule, "boxes"):
+                boxes = datamodule.boxes(args.split)[: len(labels)]
         heatmaps = mask_heatmaps(model, images)
         if not heatmaps:
             raise ValueError(f"{model.hparams.arch} has no attention modules: nothing to draw")
@@ -65,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     out = Path(args.out) if args.out else default_output(ckpt, "masks")
     title = f"{model.hparams.arch}: attention masks M (mean over channels) of {ckpt.name}"
-    path = save_figure(mask_figure(images, heatmaps, labels, title), out / "attention_masks.png")
+    path = save_figure(mask_figure(images, heatmaps, labels, title, boxes), out / "attention_masks.png")
     print(f"wrote {path} ({len(labels)} images x {len(heatmaps)} attention modules)")
     return 0
 

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
 from lightning_modules.mask_plots import (
-    captured_masks,
+    captured_masks_and_logits,
     figure_rgb,
     has_attention_modules,
     heatmaps_from,
@@ -142,17 +142,22 @@ class TQDMProgressBar(callbacks.TQDMProgressBar):
 class AttentionMaskLogger(Callback):
     """Every ``every_n_epochs`` validation epochs, draw every attention module's mask over a fixed batch of the
     first ``num_images`` validation images (the grid of :mod:`lightning_modules.mask_plots`) and log how far the
-    masks are from flat.
+    masks can move the trunk.
 
     The grid is saved as ``<save_dir>/epoch<NNNN>-step<NNNNNNN>.png`` (default ``<trainer.default_root_dir>/masks``;
     the step keeps the grids of several validations within an epoch apart) and, with ``log_to_wandb``, logged to every
     W&B logger as the image ``attention_masks``. The masks' statistics over the same batch
-    (:func:`~lightning_modules.mask_plots.mask_statistics`) go to every logger (CSV and W&B alike) as
-    ``mask/std/stage<S>_module<M>`` (std of all values), ``mask/spatial_std/...`` (std over positions within a
-    channel) and ``mask/outside/...`` (share of values outside [0.4, 0.6]): curves that show whether the masks
-    sharpen or collapse towards a constant 0.5 during training. Only rank 0 draws and logs. Needs a validation
+    (:class:`~lightning_modules.mask_plots.MaskStatistics`) go to every logger (CSV and W&B alike) as
+    ``mask/<statistic>/stage<S>_module<M>`` for each of :attr:`LOGGED_STATISTICS`: ``std`` (std of all values of
+    M), ``spatial_std`` (std over positions within a channel), ``logit_std`` and ``logit_spatial_std`` (the same
+    for the mask's logits, before the sigmoid squashes them) and ``range`` (5th to 95th percentile of M: how far
+    the mask scales the trunk, ``(1 + M) T`` or ``M T``). Curves that show how much the masks can move the trunk
+    during training; whether the network uses that is measured offline (``python -m analysis.mask_measures``:
+    accuracy with the masks replaced), too costly for every epoch. Only rank 0 draws and logs. Needs a validation
     split; networks without attention modules (the ResNet baselines) are skipped with a warning.
     """
+
+    LOGGED_STATISTICS = ("std", "spatial_std", "logit_std", "logit_spatial_std", "range")
 
     def __init__(
         self, every_n_epochs: int = 1, num_images: int = 8, save_dir: str | None = None, log_to_wandb: bool = True
@@ -200,10 +205,10 @@ class AttentionMaskLogger(Callback):
             return
         images, labels = batch
         images = images.to(pl_module.device)
-        masks = captured_masks(pl_module, images)  # one forward pass for the statistics and the grid
-        for name, stats in statistics_from(masks).items():
+        masks, logits = captured_masks_and_logits(pl_module, images)  # one forward pass for statistics and grid
+        for name, stats in statistics_from(masks, logits).items():
             stage, module = stage_module(name)
-            for key in ("std", "spatial_std", "outside"):
+            for key in self.LOGGED_STATISTICS:
                 pl_module.log(f"mask/{key}/stage{stage}_module{module}", stats[key], rank_zero_only=True)
         heatmaps = heatmaps_from(masks, images.shape[-2:])
         fig = mask_figure(images, heatmaps, labels, f"attention masks M, epoch {epoch}, step {trainer.global_step}")

@@ -2,9 +2,11 @@
 
 One grid, one row per image: the image as the network sees it (min-max scaled), then one column per attention
 module (labelled with its stage and module) with the module's mask averaged over channels, bilinearly upsampled to
-the image size and overlaid as a heat map (colour range per panel, written under it). The training callback
+the image size and overlaid as a heat map (one colour scale for the whole grid, shown by a colour bar; each panel's
+own range written under it). The training callback
 (:class:`lightning_modules.callbacks.AttentionMaskLogger`) and the command line (``python -m analysis.masks``)
-draw the same grid with these functions.
+draw the same grid with these functions, and measure how far the masks move the trunk (:class:`MaskStatistics`,
+also used by :mod:`analysis.mask_measures`).
 """
 
 from __future__ import annotations
@@ -47,14 +49,26 @@ def captured_masks(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Te
     return masks
 
 
+@torch.no_grad()
+def captured_masks_and_logits(
+    model: nn.Module, images: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """:func:`captured_masks` and the masks' logits (``capture_mask_logits``), from the same forward pass."""
+    net = attention_network(model)
+    with net.capture_masks() as masks, net.capture_mask_logits() as logits:
+        model(images)
+    return masks, logits
+
+
+def upsampled(masks: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``(N, C, h, w)`` maps bilinearly resized to the images' ``(H, W)``, in float32, where they are drawn."""
+    return F.interpolate(masks.float(), size=tuple(size), mode="bilinear", align_corners=False)
+
+
 def heatmaps_from(masks: Mapping[str, torch.Tensor], size: Sequence[int]) -> dict[str, torch.Tensor]:
     """``{module name: (N, H, W)}``: each captured mask M (:func:`captured_masks`) averaged over channels and
     bilinearly upsampled to ``size`` (the images' ``(H, W)``)."""
-    heatmaps = {}
-    for name, mask in masks.items():
-        mean = mask.float().mean(dim=1, keepdim=True)
-        heatmaps[name] = F.interpolate(mean, size=tuple(size), mode="bilinear", align_corners=False)[:, 0].cpu()
-    return heatmaps
+    return {name: upsampled(mask.float().mean(dim=1, keepdim=True), size)[:, 0].cpu() for name, mask in masks.items()}
 
 
 def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,29 +76,109 @@ def mask_heatmaps(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Ten
     return heatmaps_from(captured_masks(model, images), images.shape[-2:])
 
 
-def statistics_from(masks: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """``{module name: statistics}`` of each captured mask M (:func:`captured_masks`): its shape ``(C, H, W)``, mean
-    and std over all values, the std over positions within a channel (averaged over images and channels: how much
-    the mask varies across space), and the share of values outside [0.4, 0.6] (how much of it departs from a flat
-    sigmoid(0) = 0.5)."""
+class _Moments:
+    """Running count, mean and standard deviation (n - 1) of many values, in float64, shifted by the first batch's
+    mean so that a small spread around a large mean keeps its digits."""
+
+    def __init__(self) -> None:
+        self.count, self.shift, self.total, self.squares = 0, 0.0, 0.0, 0.0
+
+    def update(self, values: torch.Tensor) -> None:
+        x = values.detach().double()
+        if self.count == 0:
+            self.shift = x.mean().item()
+        x = x - self.shift
+        self.count += x.numel()
+        self.total += x.sum().item()
+        self.squares += x.square().sum().item()
+
+    @property
+    def mean(self) -> float:
+        return self.shift + self.total / self.count
+
+    @property
+    def std(self) -> float:
+        if self.count < 2:
+            return 0.0
+        return max(0.0, (self.squares - self.total**2 / self.count) / (self.count - 1)) ** 0.5
+
+
+class MaskStatistics:
+    """How far one attention module's masks move its trunk, over any number of batches (:meth:`update`).
+
+    :meth:`result` gives the mask's shape ``channels``, ``height``, ``width``; ``mean`` and ``std`` of all values of
+    M; ``spatial_std``, the std over positions within a channel (averaged over images and channels: how much the
+    mask varies across space); the same two for the logits (``logit_std``, ``logit_spatial_std``,
+    ``capture_mask_logits``: for the sigmoid masks, the spread before the sigmoid squashes it); and ``p05``, ``p95``
+    and ``range = p95 - p05`` of M, the range over which the mask scales the trunk, ``(1 + M) T`` or ``M T``
+    (percentiles from a histogram over [-1, 1], every mask type's range, to within 2e-5). Stds are over n - 1.
+    """
+
+    BINS = 2**16
+    CHUNK = 2**24  # values per histogram call: its float32 counts stay exact
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, int, int] | None = None
+        self._mask, self._logits = _Moments(), _Moments()
+        self._spatial = {"mask": [0.0, 0], "logits": [0.0, 0]}  # summed per-(image, channel) stds, their count
+        self._histogram = torch.zeros(self.BINS, dtype=torch.float64)
+
+    def update(self, mask: torch.Tensor, logits: torch.Tensor) -> None:
+        """Add a batch of masks ``(N, C, H, W)`` and their logits (same shape)."""
+        if mask.shape != logits.shape:
+            raise ValueError(f"masks {tuple(mask.shape)} and logits {tuple(logits.shape)} differ in shape")
+        if self.shape is None:
+            self.shape = tuple(mask.shape[1:])
+        self._mask.update(mask)
+        self._logits.update(logits)
+        for key, values in (("mask", mask), ("logits", logits)):
+            flat = values.detach().float().flatten(2)
+            if flat.shape[2] > 1:
+                self._spatial[key][0] += flat.std(dim=2).double().sum().item()
+            self._spatial[key][1] += flat.shape[0] * flat.shape[1]
+        for chunk in mask.detach().float().flatten().split(self.CHUNK):
+            self._histogram += torch.histc(chunk.clamp(-1, 1), bins=self.BINS, min=-1, max=1).double().cpu()
+
+    def percentile(self, q: float) -> float:
+        """The value below which a share ``q`` of M's values lie (the centre of the histogram bin it falls in)."""
+        cumulative = self._histogram.cumsum(0)
+        index = int(torch.searchsorted(cumulative, q * cumulative[-1]).clamp_max(self.BINS - 1))
+        return -1 + (index + 0.5) * 2 / self.BINS
+
+    def result(self) -> dict[str, float]:
+        if self.shape is None:
+            raise ValueError("MaskStatistics has seen no masks")
+        p05, p95 = self.percentile(0.05), self.percentile(0.95)
+        return {
+            "channels": self.shape[0],
+            "height": self.shape[1],
+            "width": self.shape[2],
+            "mean": self._mask.mean,
+            "std": self._mask.std,
+            "spatial_std": self._spatial["mask"][0] / self._spatial["mask"][1],
+            "logit_std": self._logits.std,
+            "logit_spatial_std": self._spatial["logits"][0] / self._spatial["logits"][1],
+            "p05": p05,
+            "p95": p95,
+            "range": p95 - p05,
+        }
+
+
+def statistics_from(
+    masks: Mapping[str, torch.Tensor], logits: Mapping[str, torch.Tensor]
+) -> dict[str, dict[str, float]]:
+    """``{module name: MaskStatistics' result}`` of captured masks and logits (:func:`captured_masks_and_logits`)."""
     stats = {}
     for name, mask in masks.items():
-        m = mask.float()
-        stats[name] = {
-            "channels": m.shape[1],
-            "height": m.shape[2],
-            "width": m.shape[3],
-            "mean": m.mean().item(),
-            "std": m.std().item(),
-            "spatial_std": m.flatten(2).std(dim=2).mean().item() if m.shape[2] * m.shape[3] > 1 else 0.0,
-            "outside": ((m - 0.5).abs() > 0.1).float().mean().item(),
-        }
+        accumulated = MaskStatistics()
+        accumulated.update(mask, logits[name])
+        stats[name] = accumulated.result()
     return stats
 
 
 def mask_statistics(model: nn.Module, images: torch.Tensor) -> dict[str, dict[str, float]]:
-    """:func:`statistics_from` the masks of ``model`` over ``images``."""
-    return statistics_from(captured_masks(model, images))
+    """:func:`statistics_from` the masks and logits of ``model`` over ``images``."""
+    return statistics_from(*captured_masks_and_logits(model, images))
 
 
 def stage_module(name: str) -> tuple[int, int]:
@@ -117,16 +211,29 @@ def mask_figure(
     heatmaps: Mapping[str, torch.Tensor],
     row_labels: Sequence[str] | None = None,
     title: str | None = None,
+    boxes: torch.Tensor | None = None,
 ) -> Figure:
-    """The grid: per row an image then its heat maps (``heatmaps`` from :func:`mask_heatmaps`), one column each."""
+    """The grid: per row an image then its heat maps (``heatmaps`` from :func:`mask_heatmaps`), one column each.
+
+    Every heat map shares one colour scale, the range of all of them, shown by the colour bar under the grid, so a
+    flat mask looks flat (each panel's own range is written under it). ``boxes`` ``(N, 4)``, ``(x0, y0, x1, y1)``
+    in image pixels with exclusive ends, draws each image's object box on its row.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
 
     names = list(heatmaps)
     rows, cols = images.shape[0], 1 + len(names)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows + 0.8), squeeze=False)
+    if boxes is not None and tuple(boxes.shape) != (rows, 4):
+        raise ValueError(f"boxes must be ({rows}, 4), one (x0, y0, x1, y1) per image, got {tuple(boxes.shape)}")
+    low = min((float(heat.min()) for heat in heatmaps.values()), default=0.0)
+    high = max((float(heat.max()) for heat in heatmaps.values()), default=1.0)
+    norm = Normalize(vmin=low, vmax=max(high, low + 1e-6))  # a constant mask still gets a scale
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 1.2), squeeze=False, layout="constrained")
     for i in range(rows):
         picture = display_image(images[i])
         cmap = "gray" if picture.ndim == 2 else None
@@ -136,8 +243,12 @@ def mask_figure(
         for j, name in enumerate(names, start=1):
             heat = heatmaps[name][i].numpy()
             axes[i, j].imshow(picture, cmap=cmap)
-            axes[i, j].imshow(heat, cmap="jet", alpha=0.5, vmin=float(heat.min()), vmax=float(heat.max()))
-            axes[i, j].set_xlabel(f"[{heat.min():.3f}, {heat.max():.3f}]", fontsize=7)
+            axes[i, j].imshow(heat, cmap="jet", alpha=0.5, norm=norm)
+            axes[i, j].set_xlabel(f"[{heat.min():.4g}, {heat.max():.4g}]", fontsize=7)
+        if boxes is not None:
+            x0, y0, x1, y1 = (float(v) for v in boxes[i])
+            for ax in axes[i]:  # pixel centres sit at integers: a pixel's edges are half a pixel away
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="white", lw=1))
     axes[0, 0].set_title("input", fontsize=8)
     for j, name in enumerate(names, start=1):
         axes[0, j].set_title(f"{module_label(name)}\n{name}", fontsize=7)
@@ -145,7 +256,16 @@ def mask_figure(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title or "attention masks M (mean over channels), heat map over the input", fontsize=9)
-    fig.tight_layout()
+    bar = fig.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap="jet"),
+        ax=axes,
+        location="bottom",
+        shrink=0.6,
+        aspect=40,
+        ticks=[norm.vmin, norm.vmax],
+    )
+    bar.ax.set_xticklabels([f"{norm.vmin:.4g}", f"{norm.vmax:.4g}"], fontsize=7)
+    bar.set_label("channel-mean M, one scale for every panel", fontsize=7)
     return fig
 
 

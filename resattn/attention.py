@@ -22,7 +22,8 @@ class AttentionModule(nn.Module):
     """One attention module; ``num_pre_units`` = p, ``num_trunk_units`` = t, ``units_per_level`` = r.
 
     The mask output is produced by the ``mask`` submodule, so forward hooks on it (see
-    :meth:`resattn.net.ResidualAttentionNet.capture_masks`) see every mask without changing ``forward``.
+    :meth:`resattn.net.ResidualAttentionNet.capture_masks` and ``replace_masks``) see, or replace, every mask
+    without changing ``forward``.
     """
 
     def __init__(

@@ -46,6 +46,11 @@ class MaskActivation(nn.Module):
       then sigmoid.
 
     ``eps`` is added under the square roots: ``x / sqrt(|x|^2 + eps)`` and ``(x - mean) / sqrt(var + eps)``.
+
+    The mask's *logits* (:meth:`logits`) are what the last squashing step takes: ``M = sigmoid(logits)`` for
+    ``mixed`` (the pre-activation itself) and ``spatial`` (the standardised pre-activation, whose spread within a
+    channel is 1 by construction); for ``channel``, which has no sigmoid, the pre-activation itself, with
+    ``M = logits / |logits|`` over channels.
     """
 
     def __init__(self, mask_type: str = "mixed", eps: float = 1e-5) -> None:
@@ -58,14 +63,18 @@ class MaskActivation(nn.Module):
     def extra_repr(self) -> str:
         return f"mask_type={self.mask_type!r}, eps={self.eps}"
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The mask's logits for the pre-activation ``x``: how far, before squashing, the mask departs from flat."""
+        if self.mask_type == "spatial":
+            var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+            return (x - mean) * torch.rsqrt(var + self.eps)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mask_type == "mixed":
-            return torch.sigmoid(x)
         if self.mask_type == "channel":
             # eps inside the square root keeps the gradient bounded where x is ~0 everywhere
             return x * torch.rsqrt(x.pow(2).sum(dim=1, keepdim=True) + self.eps)
-        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
-        return torch.sigmoid((x - mean) * torch.rsqrt(var + self.eps))
+        return torch.sigmoid(self.logits(x))
 
 
 class MaskTail(nn.Sequential):

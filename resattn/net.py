@@ -8,8 +8,9 @@ classifies, top-level children are ``stem``, ``stages``, ``norm`` and ``head`` s
 copies ``forward``'s annotations into the traced code, which TorchScript must then resolve.
 """
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import torch
 from torch import nn
@@ -353,3 +354,67 @@ class ResidualAttentionNet(nn.Module):
         finally:
             for handle in handles:
                 handle.remove()
+
+    @contextmanager
+    def capture_mask_logits(self) -> Iterator[Mapping[str, torch.Tensor]]:
+        """Collect the mask logits of every forward pass run inside the block (as :meth:`capture_masks`).
+
+        The logits are what each mask's activation squashes (:meth:`resattn.mask.MaskActivation.logits`):
+        ``M = sigmoid(logits)`` for the ``mixed`` and ``spatial`` mask types, ``M = logits / |logits|`` over
+        channels for ``channel``. Their spread says how far a mask can move the trunk. They are the network's own,
+        also inside :meth:`replace_masks`.
+        """
+        logits: dict[str, torch.Tensor] = {}
+
+        def hook(activation: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor, key: str) -> None:
+            with torch.no_grad():
+                logits[key] = activation.logits(inputs[0]).detach()
+
+        handles = [
+            module.mask.activation.register_forward_hook(partial(hook, key=name))
+            for name, module in self.attention_modules()
+        ]
+        try:
+            yield logits
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @contextmanager
+    def replace_masks(self, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+        """Replace every attention module's soft mask M by ``fn(module name, M)`` before the module applies it
+        (``(1 + M) * T`` or ``M * T``), in every forward pass run inside the block: interventions such as a
+        per-channel mean mask, or another image's mask.
+
+        The replacement must broadcast to M's shape (e.g. ``(1, C, 1, 1)``); it is expanded to it. It runs before
+        :meth:`capture_masks`' hooks, so captured masks (and ``forward_intermediates``' masks) are the ones
+        applied. Within nested blocks the innermost replacement is applied first.
+        """
+
+        def hook(_mask: nn.Module, _inputs: tuple[torch.Tensor, ...], out: torch.Tensor, key: str) -> torch.Tensor:
+            new = fn(key, out)
+            if not isinstance(new, torch.Tensor) or not _broadcasts_to(new.shape, out.shape):
+                shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
+                raise ValueError(
+                    f"replace_masks: the replacement for {key}'s mask {tuple(out.shape)} is {shape}; it must be a "
+                    "tensor that broadcasts to the mask's shape"
+                )
+            return new.expand_as(out)
+
+        handles = [
+            module.mask.register_forward_hook(partial(hook, key=name), prepend=True)
+            for name, module in self.attention_modules()
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to exactly ``target``."""
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False

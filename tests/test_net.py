@@ -333,6 +333,71 @@ def test_capture_masks_matches_the_module_mask() -> None:
     torch.testing.assert_close(masks["stages.1.attention.0"], expected)
 
 
+def test_replacing_masks_by_themselves_changes_nothing() -> None:
+    net = ResidualAttentionNet("resattn_tiny_cifar").eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = net(x)
+        with net.replace_masks(lambda _name, mask: mask):
+            assert torch.equal(net(x), expected)  # bitwise
+    assert all(len(m.mask._forward_hooks) == 0 for _, m in net.attention_modules())
+
+
+def test_zero_masks_silence_the_trunk_under_nal() -> None:
+    net = ResidualAttentionNet("resattn_tiny_cifar", attention_residual=False).eval()
+    fused: dict[str, torch.Tensor] = {}
+    for name, module in net.attention_modules():  # the post units' input is the fused (M * T)
+        module.post.register_forward_pre_hook(lambda _m, args, key=name: fused.__setitem__(key, args[0]))
+    seen: list[str] = []
+
+    def zeros(name: str, mask: torch.Tensor) -> torch.Tensor:
+        seen.append(name)
+        return torch.zeros_like(mask)
+
+    with torch.no_grad(), net.replace_masks(zeros), net.capture_masks() as masks:
+        net(torch.randn(2, 3, 16, 16))
+    assert seen == list(fused) == list(masks) == [name for name, _ in net.attention_modules()]
+    assert all(torch.count_nonzero(f) == 0 for f in fused.values())
+    assert all(torch.count_nonzero(m) == 0 for m in masks.values())  # capture sees the mask applied
+
+
+def test_a_replacement_broadcasts_to_the_mask_or_is_refused() -> None:
+    net = ResidualAttentionNet("resattn_tiny_cifar").eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad(), net.capture_masks() as own:
+        net(x)
+    means = {name: m.mean(dim=(0, 2, 3), keepdim=True) for name, m in own.items()}
+    with torch.no_grad(), net.replace_masks(lambda name, _m: means[name]), net.capture_masks() as applied:
+        net(x)
+    for name, mask in applied.items():
+        assert mask.shape == own[name].shape
+        torch.testing.assert_close(mask, means[name].expand_as(mask))
+    with (
+        pytest.raises(ValueError, match=r"stages\.0\.attention\.0's mask \(2, 16, 16, 16\) is \(3,\); it must"),
+        net.replace_masks(lambda _name, _m: torch.zeros(3)),
+    ):
+        net(x)
+
+
+@pytest.mark.parametrize("mask_type", ["mixed", "spatial", "channel"])
+def test_mask_logits_give_the_mask(mask_type: str) -> None:
+    net = ResidualAttentionNet("resattn_tiny_cifar", mask_type=mask_type).train()
+    with torch.no_grad(), net.capture_masks() as masks, net.capture_mask_logits() as logits:
+        net(torch.randn(2, 3, 16, 16))
+    assert list(logits) == list(masks)
+    for name, mask in masks.items():
+        z = logits[name]
+        if mask_type == "channel":
+            torch.testing.assert_close(mask, z * torch.rsqrt(z.pow(2).sum(dim=1, keepdim=True) + 1e-5))
+        else:
+            assert torch.equal(torch.sigmoid(z), mask)
+        if mask_type == "spatial":  # standardised within each channel
+            torch.testing.assert_close(
+                z.flatten(2).std(dim=2, correction=0), torch.ones(z.shape[:2]), atol=1e-3, rtol=0
+            )
+    assert all(len(m.mask.activation._forward_hooks) == 0 for _, m in net.attention_modules())
+
+
 # --- bad input -------------------------------------------------------------------------------------
 def test_unknown_variant() -> None:
     with pytest.raises(KeyError, match=r"unknown resattn variant 'resattn999'.*resattn56, .*resattn_tiny_cifar"):

@@ -233,14 +233,17 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     )
     assert "over the first 20 test images" in text
     assert (
-        "| network | module | C×H×W | mean M | std M | std over positions, per channel | share outside [0.4, 0.6] |"
-        in text
+        "| network | module | C×H×W | mean M | std M | std over positions, per channel | logit std "
+        "| M, 5th–95th percentile |" in text
     )
     stats = [line.split(" | ") for line in text.splitlines() if line.startswith("| Attention-56, ") and "stage" in line]
     assert [row[:2] for row in stats] == [
         [f"| Attention-56, {kind}", f"stage {stage}, module 1"] for kind in ("ARL", "NAL") for stage in (1, 2, 3)
     ]
     assert all(0 < float(row[3]) < 1 and float(row[4]) > 0 for row in stats)  # a sigmoid's values, not constant
+    for row in stats:  # the logits' spread and the range over which M scales the trunk
+        low, high = (float(v) for v in row[7].removesuffix(" |").split("–"))
+        assert float(row[6]) > 0 and 0 <= low < float(row[3]) < high <= 1
     # the paper's claims: ARL vs NAL paired on seed 0 (the only seed both rows have), the ResNet row not run yet
     (claim,) = [line.split(" | ") for line in text.splitlines() if line.startswith("| attention residual learning")]
     assert claim[2] == "0"

@@ -35,11 +35,10 @@ def expected_heatmaps(model: ImageClassifier, images: torch.Tensor) -> dict[str,
     }
 
 
-def drawn_heatmaps(fig: object, names: list[str]) -> dict[str, torch.Tensor]:
+def drawn_heatmaps(fig: object, names: list[str], rows: int) -> dict[str, torch.Tensor]:
     """The heat-map arrays actually drawn in each module column of the grid (the overlay image of each panel)."""
     axes = fig.axes  # type: ignore[attr-defined]
     cols = 1 + len(names)
-    rows = len(axes) // cols
     return {
         name: torch.stack([torch.as_tensor(axes[i * cols + j].images[1].get_array()) for i in range(rows)])
         for j, name in enumerate(names, start=1)
@@ -56,11 +55,33 @@ def test_grid_draws_the_models_own_masks() -> None:
         assert heatmaps[name].shape == (3, 16, 16)
         torch.testing.assert_close(heatmaps[name], expected[name])
     fig = mask_figure(images, heatmaps, ["a", "b", "c"])
-    for name, drawn in drawn_heatmaps(fig, list(heatmaps)).items():
+    for name, drawn in drawn_heatmaps(fig, list(heatmaps), 3).items():
         torch.testing.assert_close(drawn, expected[name])
     titles = [ax.get_title() for ax in fig.axes[:4]]
     assert titles[0] == "input" and titles[2] == "stage 2, module 1\nstages.1.attention.0"
     assert module_label("stages.0.attention.2") == "stage 1, module 3"
+
+
+def test_grid_has_one_colour_scale_and_draws_the_boxes() -> None:
+    """A flat mask must look flat: every panel shares the grid's range, shown on a colour bar, not its own."""
+    model = ImageClassifier(ARCH, num_classes=10).train()
+    images = torch.randn(2, 3, 16, 16)
+    heatmaps = mask_heatmaps(model, images)
+    low = min(heat.min().item() for heat in heatmaps.values())
+    high = max(heat.max().item() for heat in heatmaps.values())
+    boxes = torch.tensor([[2, 3, 10, 12], [0, 0, 16, 16]])
+    fig = mask_figure(images, heatmaps, boxes=boxes)
+    panels, bar = fig.axes[:8], fig.axes[8]
+    for i, ax in enumerate(panels):
+        if i % 4:  # a module's panel: the image, then the heat map on the shared scale
+            assert ax.images[1].get_clim() == pytest.approx((low, high))
+        (box,) = ax.patches
+        x0, y0, x1, y1 = boxes[i // 4].tolist()
+        assert box.get_xy() == (x0 - 0.5, y0 - 0.5) and (box.get_width(), box.get_height()) == (x1 - x0, y1 - y0)
+    assert [t.get_text() for t in bar.get_xticklabels()] == [f"{low:.4g}", f"{high:.4g}"]
+    assert "one scale for every panel" in bar.get_xlabel()
+    with pytest.raises(ValueError, match=r"boxes must be \(2, 4\), one \(x0, y0, x1, y1\) per image, got \(4,\)"):
+        mask_figure(images, heatmaps, boxes=boxes[0])
 
 
 def test_command_writes_the_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,7 +147,7 @@ def test_callback_saves_and_logs_the_grid_of_a_fixed_val_batch(tmp_path: Path, m
     assert len(rows) == len(history) == 2
     for name, values in stats.items():
         stage, module = stage_module(name)
-        for key in ("std", "spatial_std", "outside"):
+        for key in AttentionMaskLogger.LOGGED_STATISTICS:
             column = f"mask/{key}/stage{stage}_module{module}"
             assert float(rows[-1][column]) == pytest.approx(values[key], rel=1e-5, abs=1e-7)
             assert history[-1][column] == pytest.approx(values[key], rel=1e-5, abs=1e-7)
