@@ -53,6 +53,7 @@ from analysis.tables import cells_of, keys_needed
 from lightning_modules.callbacks import AttentionMaskLogger
 from lightning_modules.config_resolvers import register_resolvers
 from lightning_modules.optim import OPTIMIZERS
+from lightning_modules.sweep_folder import SweepFolder
 from lightning_modules.wandb_runs import config_choices, sweep_group
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -81,6 +82,8 @@ def _compose(overrides: Sequence[str], mode: RunMode) -> DictConfig:
     except HydraException as err:
         raise DashboardError(f"cannot compose `python train.py -m {' '.join(overrides)}`: {err}") from None
     HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the sweep folder's name
+    if mode == RunMode.MULTIRUN:
+        SweepFolder().on_multirun_start(config=cfg)  # the sweep's own folder, named as train.py -m names it
     return cfg
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, open_dict, read_write
 
 from lightning_modules.config_resolvers import run_name
 
@@ -39,6 +39,6 @@ class SweepFolder(Callback):
             return  # the user chose the folder
         name = sweep_name(list(hydra.overrides.task), list(hydra.job.config.override_dirname.exclude_keys))
         folder = f"{hydra.sweep.dir}/{name}"
-        with open_dict(config):
+        with read_write(config), open_dict(config):
             hydra.sweep.dir = folder
             hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(folder)}")

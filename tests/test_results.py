@@ -17,7 +17,7 @@ from lightning_modules.run_directory import RunDirectory
 
 CIFAR = {
     "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4},
-    "scheduler": {"name": "multistep", "milestones": [64000, 96000], "gamma": 0.1},
+    "scheduler": {"name": "multistep", "milestones": [0.4, 0.6], "gamma": 0.1, "warmup_steps": 0},
     "trainer": {"max_steps": 160000},
 }
 
