@@ -72,6 +72,12 @@ def experiments() -> list[str]:
     return sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 
 
+def display(group: str) -> str:
+    """A group as a view's title: wandb-workspaces refuses ``=`` and ``+`` in a title (its emoji check), so the
+    overrides read ``key:value, key:value``."""
+    return group.replace("+", ", ").replace("=", ":")
+
+
 def _compose(overrides: Sequence[str], mode: RunMode) -> DictConfig:
     """``conf/train.yaml`` with ``overrides`` as train.py composes it: in ``MULTIRUN`` mode the sweep's own config
     (sweeps left to the sweeper), in ``RUN`` mode one job's; Hydra's node included."""
@@ -338,7 +344,7 @@ class Builder:
         if self.logged.masks:
             masks = wr.MediaBrowser(title="attention masks", media_keys=["attention_masks"], gallery_axis="step")
             sections.append(ws.Section(name="Attention masks", panels=[masks], is_open=True))
-        title = f"{self.sweep.experiment}: sweep {self.sweep.group}"
+        title = f"{self.sweep.experiment} - sweep {display(self.sweep.group)}"
         return View("workspace", title, self._workspace(title, sections, self.sweep.row_keys))
 
     def search(self) -> View:
@@ -354,7 +360,7 @@ class Builder:
             ws.Section(name="Search", panels=panels, is_open=True),
             ws.Section(name="Learning curves (one line per trial)", panels=self.curves(grouped=False), is_open=True),
         ]
-        title = f"{self.sweep.experiment}: search {self.sweep.group}"
+        title = f"{self.sweep.experiment} - search {display(self.sweep.group)}"
         return View("search", title, self._workspace(title, sections, []))
 
     def _workspace(self, title: str, sections: list[Any], groupby: Sequence[str]) -> Any:

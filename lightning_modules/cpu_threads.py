@@ -49,8 +49,8 @@ def _process_seconds(stat: str) -> float:
 
 
 def _own_busy_seconds() -> float:
-    """CPU seconds of this process (all its threads) and of its child processes that still run (DataLoader
-    workers), whose time the kernel adds to ours only once they have exited."""
+    """CPU seconds of this process (all its threads, and its children that have exited) and of its child processes
+    that still run (DataLoader workers), whose time the kernel adds to ours only once they have exited."""
     me = os.getpid()
     total = 0.0
     for entry in Path("/proc").iterdir():
@@ -60,8 +60,10 @@ def _own_busy_seconds() -> float:
             stat = (entry / "stat").read_text()
         except OSError:  # the process ended while we looked
             continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if int(entry.name) == me or parent == me:
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(entry.name) == me:  # with the time of its exited children (cutime, cstime): reaped workers
+            total += _process_seconds(stat) + (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+        elif int(fields[1]) == me:
             total += _process_seconds(stat)
     return total
 

@@ -39,6 +39,6 @@ class SweepFolder(Callback):
             return  # the user chose the folder
         name = sweep_name(list(hydra.overrides.task), list(hydra.job.config.override_dirname.exclude_keys))
         folder = f"{hydra.sweep.dir}/{name}"
-        with read_write(config), open_dict(config):
+        with read_write(hydra.sweep), read_write(hydra.overrides.hydra), open_dict(config):
             hydra.sweep.dir = folder
             hydra.overrides.hydra.append(f"hydra.sweep.dir={_quoted(folder)}")

@@ -122,7 +122,7 @@ def test_a_multirun_is_one_group_of_finished_runs_with_nested_config(grid: tuple
         assert {"table1", f"mask={mask}", "seed=0"} <= set(run.tags)
     # The views of that command select exactly this group and group by what it swept.
     sweep = Sweep.load("table1", GRID)
-    assert sweep.group == sweep_folder.name and sweep.row_keys == ["choices.mask"]
+    assert sweep.group == next(iter(runs)).group and sweep.row_keys == ["choices.mask"]
     # A rerun of the sweep continues nothing and makes no new W&B runs; an evaluation joins the group.
     run_script("train.py", "-m", "experiment=table1", *GRID, cwd=root)
     assert [len(list((job / "wandb").glob("offline-run-*"))) for job in jobs] == [1, 1]
@@ -130,7 +130,7 @@ def test_a_multirun_is_one_group_of_finished_runs_with_nested_config(grid: tuple
     run_script("eval.py", "logger=wandb", f"ckpt_path={best}", *SMOKE_DATA, cwd=root)
     (folder,) = (root / "logs" / "eval" / "runs").glob("*/*/wandb/offline-run-*")
     evaluation = read_offline_run(folder)
-    assert evaluation.finished and evaluation.group == sweep_folder.name and evaluation.job_type == "eval"
+    assert evaluation.finished and evaluation.group == next(iter(runs)).group and evaluation.job_type == "eval"
 
 
 @pytest.mark.slow
@@ -139,7 +139,11 @@ def test_an_optuna_search_is_one_group_of_finished_runs(search: tuple) -> None:
     assert len(jobs) == 2 and all(run.finished for run in runs)
     assert len({run.run_id for run in runs}) == 2
     (sweep_folder,) = {job.parent for job in jobs}
-    assert {run.group for run in runs} == {sweep_folder.name} == {Sweep.load("table1", SEARCH).group}
+    assert (
+        {run.group for run in runs}
+        == {sweep_group(str(sweep_folder), "table1")}
+        == {Sweep.load("table1", SEARCH).group}
+    )
     for run in runs:
         assert {"optimizer", "model"} <= set(run.config) and "lr" in run.config["optimizer"]
         assert any(tag.startswith("optimizer.lr=") for tag in run.tags)
