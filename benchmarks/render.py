@@ -68,9 +68,13 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
     return "–" if a is None or not b else f"{a / b:.2f}x"
 
 
-def fmt_pct(value: float | str | None) -> str:
-    value = number(value) if isinstance(value, str) else value
-    return "–" if value is None else f"{100 * value:.0f} %"
+def fmt_pct(value: float | str | list[float] | None) -> str:
+    """A share in per cent; of several (a list, or ``a;b`` as a CSV holds them), their range."""
+    values = [float(v) for v in value.split(";") if v] if isinstance(value, str) else value
+    if not isinstance(values, list):
+        return "–" if values is None else f"{100 * values:.0f} %"
+    low, high = (f"{100 * v:.0f}" for v in (min(values, default=0), max(values, default=0)))
+    return "–" if not values else f"{low} %" if low == high else f"{low}–{high} %"
 
 
 def fmt_mem(row: Row | None) -> str:
@@ -85,7 +89,8 @@ def fmt_hours(seconds: float | None) -> str:
 
 def others(rows: Iterable[Row | None]) -> str:
     """The largest share of the CPU other processes used while ``rows`` were measured."""
-    return fmt_pct(max((float(r["others_cpu"]) for r in rows if r and r["others_cpu"]), default=None))
+    shares = [float(v) for r in rows if r and r["others_cpu"] for v in r["others_cpu"].split(";")]
+    return fmt_pct(max(shares, default=None))
 
 
 def config(row: Row, mode: bool = False) -> str:
@@ -370,8 +375,8 @@ def sharing(rows: list[Row]) -> str:
     for label in dict.fromkeys(r["label"] for r in rows):
         alone, shared = by_variant.get((label, "False")), by_variant.get((label, "True"))
         mid = [statistics.median(seconds(r)) if r and rates(r) else None for r in (shared, alone or adaptive_alone)]
-        cells = [spread(seconds(alone)) if alone else "–", others([alone]) if alone else "–"]
-        cells += [spread(seconds(shared)) if shared else "–", others([shared]) if shared else "–"]
+        cells = [spread(seconds(alone)) if alone else "–", fmt_pct(alone["others_cpu"]) if alone else "–"]
+        cells += [spread(seconds(shared)) if shared else "–", fmt_pct(shared["others_cpu"]) if shared else "–"]
         errors = "; ".join(r["error"][:80] for r in (alone, shared) if r and r["error"])
         lines.append([label, *cells, fmt_ratio(*mid) + ("" if alone else " *"), errors])
     first, cores = rows[0], int(rows[0]["cores"])
@@ -387,8 +392,8 @@ def sharing(rows: list[Row]) -> str:
         f"the run, i.e. one of the {cores} cores lost{lost}. Before: torch's default thread count (every usable "
         "core) fixed, as train.py ran before its threads followed the free cores; after: `cpu_threads: null`, the "
         "default. others' CPU: the share of the machine's CPU that processes other than train.py, its DataLoader "
-        "workers and the busy neighbour used during the rounds; above 0 % in the alone column, the machine was not "
-        "alone. *: against the alone time of `cpu_threads=null`."
+        "workers and the busy neighbour used during each run (the range over the rounds); above 0 % in the alone "
+        "column, the machine was not alone. *: against the alone time of `cpu_threads=null`."
     )
     header = ["variant", "alone s", "others' CPU alone", "shared s", "others' CPU shared", "shared/alone", "error"]
     return note + "\n\n" + table(header, lines)

@@ -127,12 +127,12 @@ class Case:
 @dataclass
 class Subject:
     """A built case: ``run(n, stamp)`` calls ``stamp()`` when the timed work starts and after each of ``n`` steps
-    (or once at its end); ``others()``, where given, the other processes' CPU share during its timed runs."""
+    (or once at its end); ``others()``, where given, the other processes' CPU share during each timed run."""
 
     run: Callable[[int, Stamp], None]
     params_m: float | None = None
     gmacs: float | None = None
-    others: Callable[[], float | None] | None = None
+    others: Callable[[], list[float]] | None = None
 
 
 def _classifier(case: Case, compile: bool) -> Any:
@@ -321,12 +321,12 @@ def _script(case: Case) -> Subject:
     process in a session of its own (another scheduling group under sched_autogroup) for a ``neighbour`` case;
     the other processes' CPU share leaves out train.py, its DataLoader workers and the neighbour."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # it would fix train.py's threads
-    spent = [0.0, 0.0]  # other processes' share x seconds, seconds
+    shares: list[float] = []  # other processes' CPU share during each timed run
 
     def run(n: int, stamp: Stamp) -> None:
         if n == 0:
             return
-        meter, started = Contention(children=True), time.perf_counter()
+        meter = Contention(children=True)
         with tempfile.TemporaryDirectory(prefix="resattn-bench-") as logs:
             overrides = TRAIN_PY.format(**{**dataclasses.asdict(case), "steps": n}).split()
             command = [sys.executable, "train.py", *overrides, f"paths.log_dir={logs}"]
@@ -344,11 +344,10 @@ def _script(case: Case) -> Subject:
         if proc.returncode != 0:
             lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
             raise RuntimeError(f"train.py exited with {proc.returncode}: {lines[-1]}")
-        wall = time.perf_counter() - started
-        spent[0] += (meter.others() or 0.0) * wall
-        spent[1] += wall
+        if (share := meter.others()) is not None:
+            shares.append(share)
 
-    return Subject(run, others=lambda: spent[0] / spent[1] if spent[1] else None)
+    return Subject(run, others=lambda: shares)
 
 
 def _peak_memory(device: torch.device, reset: bool = False) -> float:
