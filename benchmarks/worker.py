@@ -431,7 +431,7 @@ def run_in_process(cases: Sequence[Case], threads: int = 0, timeout: float | Non
     lines = proc.stdout.strip().splitlines()
     if proc.returncode == 0 and lines and lines[-1].startswith("["):
         return json.loads(lines[-1])
-    error = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+    error = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}, no output"])[-1][:300]
     return [{"error": error} for _ in cases]
 
 
