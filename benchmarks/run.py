@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from benchmarks import render
 from benchmarks.worker import PRECISIONS, PROBE, ROOT, Case, Contention, run_in_process
-from datamodules.base import default_workers
+from datamodules.base import default_workers, usable_cores
 from lightning_modules.config_resolvers import register_resolvers
 from resattn import get_variant
 
@@ -49,11 +49,13 @@ PYTORCHCV_DEFAULT = ("32-true", False)  # what pytorchcv's get_model(...) gives:
 @dataclass
 class Group:
     """Cases measured in one process, each with its row label; ``memory``: the loops whose peak memory is measured
-    in a process of their own; ``threads``: torch threads, whatever ``--threads`` says."""
+    in a process of their own; ``threads``: torch threads, whatever ``--threads`` says; ``timeout``: seconds for
+    the process, whatever ``--timeout`` says."""
 
     cases: list[tuple[str, Case]]
     memory: tuple[str, ...] = ()
     threads: int | None = None
+    timeout: float | None = None
 
 
 @dataclass
@@ -275,6 +277,26 @@ def recipe(s: Settings) -> list[Group]:
     ]
 
 
+def sharing(s: Settings) -> list[Group]:
+    """A short training (tiny network, Fashion-MNIST, 60 batches) end to end, alone and beside one busy process,
+    with torch's default thread count fixed (before) and with the threads following the free cores (after, the
+    default), plus the latter beside it with one DataLoader worker: in one process, interleaved; ``--quick``: one
+    round. The process may take ``--timeout`` seconds per round."""
+    timing = s.timing(warmup=0, repeats=3, steps=60)
+    if s.quick:
+        timing |= {"repeats": s.args.repeats or 1, "steps": s.args.steps or 60}
+    batch = OmegaConf.load(ROOT / "conf" / "data" / "fashion_mnist.yaml").batch_size
+    base = Case("train.py", "tiny", data="fashion_mnist", batch=batch, workers=default_workers(), **timing)
+    variants = [(f"before: cpu_threads={usable_cores()} fixed", usable_cores()), ("after: cpu_threads=null", 0)]
+    cases = [
+        (label, replace(base, cpu_threads=threads, neighbour=neighbour))
+        for label, threads in variants
+        for neighbour in (False, True)
+    ]
+    cases.append(("after, data.num_workers=1", replace(base, workers=1, neighbour=True)))
+    return [Group(cases, threads=1, timeout=s.timeout * timing["repeats"])]
+
+
 SECTIONS: dict[str, Callable[[Settings], list[Group]]] = {
     "compare": compare,
     "models": models,
@@ -284,6 +306,7 @@ SECTIONS: dict[str, Callable[[Settings], list[Group]]] = {
     "data": data,
     "formats": formats,
     "recipe": recipe,
+    "sharing": sharing,
 }
 QUICK_SECTIONS = ("compare", "loops", "data")
 
@@ -302,14 +325,14 @@ class Runner:
         self.settings = settings
         self.done: dict[tuple[Case, ...], list[dict[str, Any]]] = {}
 
-    def process(self, cases: Sequence[Case], threads: int | None) -> list[dict[str, Any]]:
+    def process(self, cases: Sequence[Case], threads: int | None, timeout: float | None = None) -> list[dict[str, Any]]:
         key = tuple(cases)
         if key not in self.done:
             s = self.settings
             if threads is None:
                 threads = s.threads if s.threads or s.gpu else idle_cores()
             start = time.perf_counter()
-            self.done[key] = run_in_process(cases, threads, s.timeout)
+            self.done[key] = run_in_process(cases, threads, timeout or s.timeout)
             first = self.done[key][0]
             note = (
                 first.get("error") or f"{first['threads']} threads, others' CPU {render.fmt_pct(first['others_cpu'])}"
@@ -321,7 +344,7 @@ class Runner:
     def group(self, group: Group) -> list[dict[str, Any]]:
         """The group's result rows, with the peak memory of ``group.memory``'s loops from processes of their own."""
         cases = [case for _, case in group.cases]
-        results = [dict(r) for r in self.process(cases, group.threads)]
+        results = [dict(r) for r in self.process(cases, group.threads, group.timeout)]
         if len(cases) > 1:
             for case, result in zip(cases, results, strict=True):
                 if case.loop in group.memory and not result.get("error"):
@@ -447,7 +470,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     add("--steps", type=_count(1), help="steps per round (default: per section and device)")
     add("--loop-arch", default="resattn56_cifar", help="network of the options and loops sections")
     add("--threads", type=_threads, default=0, help="torch threads per process; auto (default): the idle cores")
-    add("--timeout", type=float, default=1800.0, help="seconds per process")
+    add("--timeout", type=float, default=1800.0, help="seconds per process (sharing: per round)")
     add("--out", type=Path, help="folder of the CSVs (default benchmarks/results; --quick: a temporary folder)")
     add("--update-doc", action="store_true", help="also write the rendered tables into BENCHMARKS.md")
     add("--no-plot", action="store_true", help="write no plots")

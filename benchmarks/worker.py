@@ -10,7 +10,10 @@ A case is one thing timed, one step at a time (``loop``):
 - ``lightning-minimal``: ``Trainer.fit`` of a LightningModule whose ``training_step`` returns the loss only;
 - ``lightning``: ``Trainer.fit`` of ``ImageClassifier`` as ``train.py`` runs it (progress bar and logging
   intervals of ``conf/``; validation and checkpoints off, so no disk writes are timed);
-- ``data``: the next training batch of a data pipeline, without a network.
+- ``data``: the next training batch of a data pipeline, without a network;
+- ``train.py``: ``python train.py`` of a model and a data config (``arch``, ``data``) for ``steps`` training
+  batches, one validation batch and no test, timed from its start to its exit, optionally with ``cpu_threads``
+  fixed and beside a busy ``neighbour`` process in a session of its own; one step is the whole command.
 
 Networks read ``data``: one fixed random batch (``fixed``) or CIFAR-10's datamodule (``dataloader``,
 ``device``; see :mod:`benchmarks.pipelines`). Precisions are the trainer's (``32-true``, ``bf16-mixed``,
@@ -56,7 +59,7 @@ from resattn import get_variant
 from resattn.summary import count_gmacs
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOPS = ("eval", "bare", "bare+metrics", "lightning-minimal", "lightning", "data")
+LOOPS = ("eval", "bare", "bare+metrics", "lightning-minimal", "lightning", "data", "train.py")
 PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # the trainer's names
 NETWORK_DATA = ("fixed", "dataloader", "device")
 PIPELINES = ("dataloader", "device", "folder", "hf", "streaming", "gpu-decode")
@@ -65,6 +68,14 @@ PROBE = "linear-probe"  # one linear layer: its ~1 ms steps make the loops' own 
 # the paper's SGD (docs/paper.md §5.1); build_optimizer uses the fused implementation on CUDA
 OPTIMIZER = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4, "fused": True}
 Stamp = Callable[[], None]
+# The train.py loop's command: a short training, its data defaults made explicit, logs elsewhere, no resuming.
+TRAIN_PY = (
+    "model={arch} data={data} data.batch_size={batch} data.num_workers={workers} trainer.max_epochs=1 "
+    "trainer.limit_train_batches={steps} trainer.limit_val_batches=1 trainer.limit_test_batches=1 logger=csv "
+    "test=false auto_resume=false"
+)
+# The busy neighbour: pure Python, one core; it ends when its parent (argv[1]) is gone, even if that one was killed.
+NEIGHBOUR = "import os, sys\nwhile os.getppid() == int(sys.argv[1]):\n    for _ in range(1_000_000):\n        pass\n"
 
 
 @dataclass(frozen=True)
@@ -80,25 +91,33 @@ class Case:
     channels_last: bool = False
     compile: bool = False
     data: str = "fixed"
-    workers: int = 0  # DataLoader workers of the dataloader pipeline
+    workers: int = 0  # DataLoader workers of the dataloader pipeline (train.py: data.num_workers)
     device: str = "cpu"
     warmup: int = 2
     repeats: int = 3
     steps: int = 1
+    cpu_threads: int = 0  # train.py: its cpu_threads (0: null, the threads follow the free cores)
+    neighbour: bool = False  # train.py: beside a busy process
 
     def __post_init__(self) -> None:
         for name, accepted in (("loop", LOOPS), ("library", LIBRARIES), ("precision", tuple(PRECISIONS))):
             if getattr(self, name) not in accepted:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; accepted: {', '.join(accepted)}")
-        data = PIPELINES if self.loop == "data" else NETWORK_DATA
-        if self.data not in data:
+        if self.loop == "train.py":
+            for group, name in (("model", self.arch), ("data", self.data)):
+                names = sorted(path.stem for path in (ROOT / "conf" / group).glob("*.yaml"))
+                if name not in names:
+                    raise ValueError(f"train.py takes a {group} config ({', '.join(names)}), not {name!r}")
+        elif self.cpu_threads or self.neighbour:
+            raise ValueError("cpu_threads and neighbour are options of the train.py loop only")
+        elif self.data not in (data := PIPELINES if self.loop == "data" else NETWORK_DATA):
             raise ValueError(f"the {self.loop} loop reads data from {', '.join(data)}, not {self.data!r}")
         if (self.loop == "data") == bool(self.arch):
             raise ValueError("a data case has no arch; every other case needs one")
         if self.library == "pytorchcv" and self.loop not in ("eval", "bare"):
             raise ValueError("pytorchcv networks run in the eval and bare loops only (the others are resattn's)")
-        if min(self.batch, self.repeats, self.steps) < 1 or self.warmup < 0:
-            raise ValueError("batch, repeats and steps must be at least 1, warmup at least 0")
+        if min(self.batch, self.repeats, self.steps) < 1 or min(self.warmup, self.cpu_threads) < 0:
+            raise ValueError("batch, repeats and steps must be at least 1, warmup and cpu_threads at least 0")
 
     def autocast(self) -> torch.autocast:
         dtype = PRECISIONS[self.precision]
@@ -107,11 +126,13 @@ class Case:
 
 @dataclass
 class Subject:
-    """A built case: ``run(n, stamp)`` calls ``stamp()`` when the timed work starts and after each of ``n`` steps."""
+    """A built case: ``run(n, stamp)`` calls ``stamp()`` when the timed work starts and after each of ``n`` steps
+    (or once at its end); ``others()``, where given, the other processes' CPU share during each timed run."""
 
     run: Callable[[int, Stamp], None]
     params_m: float | None = None
     gmacs: float | None = None
+    others: Callable[[], list[float]] | None = None
 
 
 def _classifier(case: Case, compile: bool) -> Any:
@@ -270,20 +291,22 @@ def _pipeline(case: Case, scratch: Path) -> Subject:
 class Contention:
     """Share of the machine's CPU time used by *other* processes since it was made (Linux ``/proc/stat``):
     ``(busy time of all CPUs - this process's CPU time) / (wall time x cores)``, 0 on a quiet machine, 0.5 when
-    other work kept one of two cores busy; ``None`` where /proc is missing."""
+    other work kept one of two cores busy; ``None`` where /proc is missing. With ``children`` the CPU time of the
+    child processes that have ended and been waited for (with theirs) counts as this process's."""
 
-    def __init__(self) -> None:
+    def __init__(self, children: bool = False) -> None:
+        self.children = children
         self.start = self._sample()
 
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
+    def _sample(self) -> tuple[float, float, float] | None:
         try:
             values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         except OSError:
             return None
         own = os.times()
         busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
-        return busy, own.user + own.system, time.perf_counter()
+        children = own.children_user + own.children_system if self.children else 0.0
+        return busy, own.user + own.system + children, time.perf_counter()
 
     def others(self) -> float | None:
         end = self._sample()
@@ -291,6 +314,40 @@ class Contention:
             return None
         busy, own, wall = (e - s for e, s in zip(end, self.start, strict=True))
         return max(0.0, (busy - own) / (wall * (os.cpu_count() or 1)))
+
+
+def _script(case: Case) -> Subject:
+    """``python train.py`` for ``n`` training batches, start to exit, its logs in a temporary folder, beside a busy
+    process in a session of its own (another scheduling group under sched_autogroup) for a ``neighbour`` case;
+    the other processes' CPU share leaves out train.py, its DataLoader workers and the neighbour."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # it would fix train.py's threads
+    shares: list[float] = []  # other processes' CPU share during each timed run
+
+    def run(n: int, stamp: Stamp) -> None:
+        if n == 0:
+            return
+        meter = Contention(children=True)
+        with tempfile.TemporaryDirectory(prefix="resattn-bench-") as logs:
+            overrides = TRAIN_PY.format(**{**dataclasses.asdict(case), "steps": n}).split()
+            command = [sys.executable, "train.py", *overrides, f"paths.log_dir={logs}"]
+            command += [f"cpu_threads={case.cpu_threads}"] if case.cpu_threads else []
+            busy = [sys.executable, "-c", NEIGHBOUR, str(os.getpid())]
+            neighbour = subprocess.Popen(busy, start_new_session=True) if case.neighbour else None
+            try:
+                stamp()
+                proc = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                stamp()
+            finally:
+                if neighbour is not None:
+                    neighbour.kill()
+                    neighbour.wait()
+        if proc.returncode != 0:
+            lines = proc.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+            raise RuntimeError(f"train.py exited with {proc.returncode}: {lines[-1]}")
+        if (share := meter.others()) is not None:
+            shares.append(share)
+
+    return Subject(run, others=lambda: shares)
 
 
 def _peak_memory(device: torch.device, reset: bool = False) -> float:
@@ -317,6 +374,8 @@ def measure(cases: Sequence[Case]) -> list[dict[str, Any]]:
     for i, case in enumerate(cases):
         if case.loop == "data":
             subjects.append(_pipeline(case, scratch / str(i)))
+        elif case.loop == "train.py":
+            subjects.append(_script(case))
         else:
             subjects.append(_lightning(case) if case.loop.startswith("lightning") else _network(case))
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
@@ -340,16 +399,16 @@ def measure(cases: Sequence[Case]) -> list[dict[str, Any]]:
                     stamps.append(time.perf_counter())
 
                 subject.run(case.steps, stamp)
-                rates[i].append(case.steps * case.batch / (stamps[case.steps] - stamps[0]))
+                rates[i].append(case.steps * case.batch / (stamps[-1] - stamps[0]))
     share = others.others()
-    peak = _peak_memory(device) if len(cases) == 1 else None
+    peak = _peak_memory(device) if len(cases) == 1 and cases[0].loop != "train.py" else None  # not train.py's
     return [
         {
             "threads": torch.get_num_threads(),
             "img_s": rate,
             "peak_mib": peak,
             "warmup_s": warm,
-            "others_cpu": share,
+            "others_cpu": subject.others() if subject.others else share,
             "params_m": subject.params_m,
             "gmacs": subject.gmacs,
             "pid": os.getpid(),
@@ -372,7 +431,7 @@ def run_in_process(cases: Sequence[Case], threads: int = 0, timeout: float | Non
     lines = proc.stdout.strip().splitlines()
     if proc.returncode == 0 and lines and lines[-1].startswith("["):
         return json.loads(lines[-1])
-    error = (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]
+    error = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}, no output"])[-1][:300]
     return [{"error": error} for _ in cases]
 
 

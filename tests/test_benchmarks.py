@@ -3,14 +3,16 @@ bad arguments stop with what is accepted (no timing assertions)."""
 
 import csv
 import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from benchmarks import render
-from benchmarks.run import main, parse_args, record, resattn_default, write_csv
-from benchmarks.worker import Case, run_in_process
+from benchmarks.run import main, parse_args, record, resattn_default, sharing, write_csv
+from benchmarks.worker import NEIGHBOUR, Case, run_in_process
+from datamodules.base import default_workers, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "benchmarks" / "results"
@@ -46,6 +48,84 @@ def test_a_quick_case_runs_in_a_fresh_process_and_writes_its_csv_row(tmp_path: P
 def test_a_failing_case_comes_back_as_an_error_row() -> None:
     (row,) = run_in_process([Case("bare", "no_such_network", size=16, batch=2, warmup=0, repeats=1)], threads=1)
     assert "no_such_network" in row["error"] and "img_s" not in row
+
+
+def test_the_sharing_section_runs_train_py_before_and_after_alone_and_shared() -> None:
+    (group,) = sharing(parse_args(["--sections", "sharing", "--device", "cpu"]))
+    cores = usable_cores()
+    assert [(label, c.cpu_threads, c.neighbour, c.workers) for label, c in group.cases] == [
+        (f"before: cpu_threads={cores} fixed", cores, False, default_workers()),
+        (f"before: cpu_threads={cores} fixed", cores, True, default_workers()),
+        ("after: cpu_threads=null", 0, False, default_workers()),
+        ("after: cpu_threads=null", 0, True, default_workers()),
+        ("after, data.num_workers=1", 0, True, 1),
+    ]
+    case = group.cases[0][1]
+    assert (case.loop, case.arch, case.data, case.batch, case.steps, case.repeats, case.warmup) == (
+        "train.py",
+        "tiny",
+        "fashion_mnist",
+        64,
+        60,
+        3,
+        0,
+    )
+    assert group.threads == 1 and group.timeout == 3 * 1800.0
+    (quick,) = sharing(parse_args(["--quick", "--sections", "sharing", "--device", "cpu"]))
+    assert {(c.repeats, c.steps) for _, c in quick.cases} == {(1, 60)}
+
+
+def _neighbours() -> dict[int, int]:
+    """The benchmark's busy neighbours that run now: pid -> session id."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and NEIGHBOUR.encode() in (entry / "cmdline").read_bytes():
+                found[int(entry.name)] = os.getsid(int(entry.name))
+        except OSError:  # it ended while we looked
+            continue
+    return found
+
+
+def test_train_py_beside_a_busy_neighbour_writes_its_csv_row_and_leaves_no_process(tmp_path: Path) -> None:
+    case = Case("train.py", "tiny", data="fashion_mnist", batch=16, workers=1, warmup=0, repeats=1, steps=2)
+    case = replace(case, neighbour=True)
+    seen: dict[int, int] = {}
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(_neighbours())
+            done.wait(0.2)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        (result,) = run_in_process([case], threads=1, timeout=300)
+    finally:
+        done.set()
+        watcher.join()
+    assert "error" not in result, result["error"]
+    # one neighbour ran, as the leader of a session of its own; none is left
+    assert len(seen) == 1 and all(pid == session for pid, session in seen.items())
+    assert not _neighbours()
+    assert len(result["img_s"]) == 1 and result["img_s"][0] > 0
+    assert len(result["others_cpu"]) == 1 and 0 <= result["others_cpu"][0] <= 1  # one share per round
+    meta = {"date": "2026-01-02 03:04 UTC", "command": "python -m benchmarks.run --sections sharing", "cpu": "a CPU"}
+    meta |= {"cores": "2", "gpu": "none", "versions": "torch x"}
+    write_csv(tmp_path / "sharing.csv", [record("sharing", "after", case, result, meta)])
+    (row,) = read_csv(tmp_path / "sharing.csv")
+    assert (row["loop"], row["neighbour"], row["cpu_threads"], row["peak_mib"], row["error"]) == (
+        "train.py",
+        "True",
+        "0",
+        "",
+        "",
+    )
+    text = render.write(tmp_path, plot=False)
+    assert "`python train.py model=tiny data=fashion_mnist trainer.max_epochs=1 trainer.limit_train_batches=2 " in text
+    wall = 2 * 16 / float(row["img_s"])  # the seconds the CSV holds
+    assert f"| after | – | – | {wall:.1f} ({wall:.1f}–{wall:.1f}) |" in text
 
 
 def test_markdown_renders_from_a_csv(tmp_path: Path) -> None:
@@ -122,6 +202,10 @@ def test_render_without_records_and_bad_cases_say_what_is_missing(
         Case("bare")
     with pytest.raises(ValueError, match="pytorchcv networks run in the eval and bare loops only"):
         Case("lightning", "resattnet56", library="pytorchcv")
+    with pytest.raises(ValueError, match=r"train\.py takes a data config \(.*fashion_mnist.*\), not 'mnist'"):
+        Case("train.py", "tiny", data="mnist")
+    with pytest.raises(ValueError, match=r"cpu_threads and neighbour are options of the train\.py loop only"):
+        Case("bare", "resattn56", neighbour=True)
 
 
 def test_defaults_come_from_the_training_configs() -> None:
