@@ -20,8 +20,9 @@ from lightning_modules.config_resolvers import run_name
 
 def sweep_name(overrides: list[str], exclude_keys: list[str]) -> str:
     """The folder name of a sweep run with ``overrides`` ("default" without any)."""
+    excluded = set(exclude_keys)
     pairs = [o.split("=", 1) for o in overrides if "=" in o]
-    items = sorted((key, value) for key, value in pairs if key.lstrip("~+") not in set(exclude_keys))
+    items = sorted((key, value) for key, value in pairs if key.lstrip("~+") not in excluded)
     return run_name("+".join(f"{key}:{value}" for key, value in items))
 
 
