@@ -38,8 +38,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -50,13 +48,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.table_specs import Table, load_tables
 from analysis.tables import cells_of, keys_needed
+from datamodules.configs import compose, options
 from lightning_modules.callbacks import AttentionMaskLogger
 from lightning_modules.config_resolvers import register_resolvers
 from lightning_modules.optim import OPTIMIZERS
 from lightning_modules.sweep_folder import SweepFolder
 from lightning_modules.wandb_runs import config_choices, sweep_group
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 INSTALL = "pip install 'wandb-workspaces>=0.4.13' (or, in a checkout: pip install -e '.[dashboards]')"
 SEED = "seed"  # the swept key whose runs repeat a row: the views average over it
 STEP = "trainer/global_step"  # Lightning's W&B logger logs every metric against it
@@ -69,7 +67,7 @@ class DashboardError(ValueError):
 
 def experiments() -> list[str]:
     """The experiment files of conf/experiment/, by name."""
-    return sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+    return options("experiment")
 
 
 def display(group: str) -> str:
@@ -83,8 +81,7 @@ def _compose(overrides: Sequence[str], mode: RunMode) -> DictConfig:
     (sweeps left to the sweeper), in ``RUN`` mode one job's; Hydra's node included."""
     register_resolvers()
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            cfg = GlobalHydra.instance().config_loader().load_configuration("train", list(overrides), run_mode=mode)
+        cfg = compose(overrides, multirun=mode == RunMode.MULTIRUN, hydra_config=True)
     except HydraException as err:
         raise DashboardError(f"cannot compose `python train.py -m {' '.join(overrides)}`: {err}") from None
     HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the sweep folder's name

@@ -7,17 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.runs import Run
 from datamodules.base import ImageDataModule
+from datamodules.configs import compose
 from datamodules.user_images import find_images, preprocess
 from lightning_modules.run_directory import RunDirectory
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def run_directory(ckpt: Path) -> Path | None:
@@ -81,8 +79,7 @@ def data_config(ckpt: Path | None, data: str | None, overrides: Sequence[str] = 
     run that wrote ``ckpt``, with ``key=value`` overrides of its keys."""
     if data is not None:
         try:
-            with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-                cfg = compose("eval", overrides=[f"data={data}", *(f"data.{o}" for o in overrides)])
+            cfg = compose([f"data={data}", *(f"data.{o}" for o in overrides)], config_name="eval")
         except MissingConfigException as err:
             raise ValueError(f"unknown data config {data!r}; known: {', '.join(err.options or [])}") from None
     else:

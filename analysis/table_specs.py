@@ -13,14 +13,13 @@ from typing import Any
 
 import torch
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from datamodules.configs import compose
 from lightning_modules.classifier import build_network
 from lightning_modules.config_resolvers import register_resolvers
 
 TABLES_FILE = Path(__file__).with_name("tables.yaml")
-CONF = Path(__file__).resolve().parents[1] / "conf"
 _PAPER_VALUE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?: \((?P<tag>unverified|derived|README)\))?")
 
 
@@ -174,8 +173,7 @@ def train_config(overrides: list[str], *, with_hydra: bool = False) -> Any:
     """``conf/train.yaml`` composed with ``overrides`` as ``train.py`` composes it (with Hydra's node when
     ``with_hydra``)."""
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=with_hydra)
+    return compose(overrides, hydra_config=with_hydra)
 
 
 @cache

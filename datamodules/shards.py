@@ -41,8 +41,6 @@ from datamodules.label_noise import dataset_labels
 from datamodules.optional import require
 from datamodules.streaming import INDEX_FILE, METADATA_KEY, SPLITS
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
 
 def encoded_item(dataset: Dataset, index: int) -> tuple[bytes, int]:
     """Item ``index`` of a datamodule's pool or test set as ``(encoded image bytes, label)``: a file's own bytes
@@ -158,12 +156,11 @@ def training_options(datamodule: ImageDataModule, out: Path, model_family: str, 
 
 def compose_data(overrides: Sequence[str]) -> Any:
     """The ``data`` node of ``train.py``'s config under ``overrides``, resolved."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides))
-    return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
+    from datamodules.configs import compose
+
+    return OmegaConf.create(OmegaConf.to_container(compose(overrides).data, resolve=True))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:

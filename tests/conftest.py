@@ -12,12 +12,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
 from datamodules.base import usable_cores
+from datamodules.configs import compose
 from lightning_modules.config_resolvers import register_resolvers
 
 # W&B never reaches a server from the tests (in-process loggers included), whatever the user's settings.
@@ -25,7 +25,7 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "conf"  # = datamodules.configs.CONF
 
 # A seconds-long job: the tiny network, briefly trained...
 SMOKE_TRAINING = [
@@ -85,8 +85,7 @@ def bn(x: torch.Tensor, m: nn.BatchNorm2d) -> torch.Tensor:
 def compose_config(config_name: str, overrides: list[str], tmp_path: Path) -> DictConfig:
     """The composed config as train.py/eval.py would see it, with its output directory in ``tmp_path``."""
     register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    cfg = compose(overrides, config_name=config_name, hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # for ${hydra:...} interpolations
     with open_dict(cfg):
         cfg.paths.root_dir = str(ROOT)

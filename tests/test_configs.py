@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import timm
 from conftest import CONF, ROOT, compose_config, run_script
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 import resattn  # noqa: F401  (registers the models)
+from datamodules import DataOptions
+from datamodules.configs import options
+
+# What a data config leaves to the command line (??? in it): the one thing only the user knows.
+MANDATORY = {"folder": {"data.root"}, "streaming": {"data.input_dir"}}
 
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra"})
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 def test_every_group_has_options() -> None:
@@ -45,6 +47,27 @@ def test_every_group_has_options() -> None:
     }
     for group, names in expected.items():
         assert names <= set(options(group)), group
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_each_data_config_composes_to_the_options_of_its_class(data: str, tmp_path: Path) -> None:
+    """Every option of the datamodule, no more, whether the data config gives it or ``_common`` does."""
+    cfg = compose_config("train", [f"data={data}"], tmp_path).data
+    assert set(cfg) - {"_target_"} == get_class(cfg._target_).option_names()
+    assert set(OmegaConf.missing_keys(cfg)) == MANDATORY.get(data, set())
+    assert (CONF / "data" / f"{data}.yaml").read_text().count("\ndefaults:\n  - _common\n  - _self_\n") == 1
+
+
+def test_the_common_data_options_are_dataoptions_defaults() -> None:
+    """``conf/data/_common.yaml`` and ``DataOptions`` name the same options with the same defaults; what has no
+    default in Python is ??? (each data config must give it)."""
+    common = OmegaConf.load(CONF / "data" / "_common.yaml")
+    assert list(common) == ["_target_", *(field.name for field in dataclasses.fields(DataOptions))]
+    for field in dataclasses.fields(DataOptions):
+        if field.default is dataclasses.MISSING:
+            assert OmegaConf.is_missing(common, field.name), field.name
+        else:
+            assert common[field.name] == field.default, field.name
 
 
 @pytest.mark.parametrize("model", options("model"))

@@ -13,8 +13,8 @@ import hydra
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from files import truncate, write_cifar, write_idx_gz, write_image, write_tree
-from omegaconf import OmegaConf
 from torch.utils.data import SequentialSampler
 from torchvision.datasets import CIFAR10
 
@@ -30,7 +30,6 @@ from datamodules import (
 from datamodules.fashion_mnist import DEBIAN_DIR
 from datamodules.resumable import EpochSampler
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "data"
 FAST = dict(num_workers=0, batch_size=8)
 
 
@@ -395,9 +394,8 @@ def test_constructor_validation() -> None:
     "name", ["cifar10", "cifar100", "imagenet", "fashion_mnist", "cluttered_fmnist", "folder", "synthetic"]
 )
 def test_yaml_instantiates_with_plain_hparams(name: str, tmp_path: Path) -> None:
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": OmegaConf.load(CONF_DIR / f"{name}.yaml")})
-    if name == "folder":
-        cfg.data.root, cfg.data.num_classes = str(tmp_path / "images"), 5
+    folder = [f"data.root={tmp_path / 'images'}", "data.num_classes=5"] if name == "folder" else []
+    cfg = compose_config("train", [f"data={name}", *folder], tmp_path)
     assert {"num_classes", "in_chans", "image_size", "model_family", "batch_size"} <= set(cfg.data)
     dm = hydra.utils.instantiate(cfg.data)
     assert dm.root.startswith(str(tmp_path))

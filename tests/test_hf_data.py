@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_config
 from files import hf_dataset, write_parquet
-from omegaconf import OmegaConf
 
 from datamodules.hf import HFDataModule
 from datamodules.optional import MissingExtraError
 
 datasets = pytest.importorskip("datasets", reason='data=hf needs the hf extra: pip install -e ".[hf]"')
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 FAST = dict(image_size=32, batch_size=8, num_workers=0)
 
 
@@ -128,9 +127,8 @@ def test_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_yaml_keys_are_the_options(saved: Path, tmp_path: Path) -> None:
     import hydra
 
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": OmegaConf.load(CONF / "hf.yaml")})
-    cfg.data.path = str(saved)
+    cfg = compose_config("train", ["data=hf", f"data.path={saved}"], tmp_path)
     dm = hydra.utils.instantiate(cfg.data)
     assert type(dm).option_names() == set(cfg.data) - {"_target_"} == set(dm.hparams) | {"num_classes"}
     assert all(isinstance(value, (str, int, float, bool, type(None))) for value in dm.hparams.values())
-    assert dm.root == str(tmp_path / "huggingface")
+    assert dm.root == str(tmp_path / "data" / "huggingface")

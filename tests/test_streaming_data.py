@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_config
 from files import hf_dataset, truncate, write_idx_gz, write_image, write_jpeg_tree
-from omegaconf import OmegaConf
 from PIL import Image
 
 from datamodules.base import DamagedDataError
@@ -27,7 +27,6 @@ litdata = pytest.importorskip(
     "litdata", reason='data=streaming needs the streaming extra: pip install -e ".[streaming]"'
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 FAST = dict(image_size=32, batch_size=8, num_workers=0)
 
 
@@ -178,8 +177,7 @@ def test_missing_or_foreign_shards_and_missing_extra(
 def test_yaml_keys_are_the_options(tree_shards: tuple[Path, Path], tmp_path: Path) -> None:
     import hydra
 
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": OmegaConf.load(CONF / "streaming.yaml")})
-    cfg.data.input_dir = str(tree_shards[1])
+    cfg = compose_config("train", ["data=streaming", f"data.input_dir={tree_shards[1]}"], tmp_path)
     dm = hydra.utils.instantiate(cfg.data)
     assert type(dm).option_names() == set(cfg.data) - {"_target_"} == set(dm.hparams) | {"num_classes"}
     assert all(isinstance(value, (str, int, float, bool, type(None))) for value in dm.hparams.values())
