@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import render
-from benchmarks.run import main, parse_args, record, resattn_default, sharing, write_csv
-from benchmarks.worker import NEIGHBOUR, Case, run_in_process
+from benchmarks import plots, records, render
+from benchmarks.cases import Case
+from benchmarks.run import main, parse_args, record, write_csv
+from benchmarks.sections import resattn_default, sharing
+from benchmarks.worker import NEIGHBOUR, run_in_process
 from datamodules.base import default_workers, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,13 +151,13 @@ def test_markdown_renders_from_a_csv(tmp_path: Path) -> None:
 def test_committed_records_render_into_benchmarks_md(tmp_path: Path) -> None:
     """Every section renders from the committed CSVs into the committed results.md, which is BENCHMARKS.md's
     generated part; the plots draw from them."""
-    sections = render.read(COMMITTED)
-    assert list(sections) == list(render.TITLES)
+    sections = records.read(COMMITTED)
+    assert list(sections) == list(records.TITLES)
     text = render.document(sections)
     assert text == (COMMITTED / "results.md").read_text()
     assert f"{render.DOC_BEGIN}\n\n{text}\n{render.DOC_END}" in (ROOT / "BENCHMARKS.md").read_text()
-    render.plot_throughput(sections["compare"] + sections["models"], tmp_path / "throughput.png")
-    render.plot_scaling(sections["scaling"], tmp_path / "scaling.png")
+    plots.plot_throughput(sections["compare"] + sections["models"], tmp_path / "throughput.png")
+    plots.plot_scaling(sections["scaling"], tmp_path / "scaling.png")
     assert (tmp_path / "throughput.png").stat().st_size > 0 and (tmp_path / "scaling.png").stat().st_size > 0
 
 
