@@ -1,10 +1,7 @@
-"""What a benchmark case is (:class:`Case`) and how each one is built into the work it times (:func:`build`).
-
-A case is one thing timed, one step at a time; its ``loop`` is one of :data:`LOOPS`. Networks read ``data``: one
-fixed random batch (``fixed``) or CIFAR-10's datamodule (``dataloader``, ``device``; see :mod:`benchmarks.pipelines`).
-Precisions are the trainer's (``32-true``, ``bf16-mixed``, ``16-mixed``: autocast around forward and loss, a gradient
-scaler for 16-bit), memory format and compilation the module's options (``channels_last``, ``compile``). Every
-network trains with one optimiser, the paper's SGD. The ``train.py`` loop is built in :mod:`benchmarks.worker`.
+"""What a benchmark case is (:class:`Case`: a loop of :data:`LOOPS` over a network or a data pipeline, in one
+configuration) and how it is built into the work it times (:func:`build`). Networks read one fixed random batch or
+CIFAR-10's datamodule (:mod:`benchmarks.pipelines`); precisions are the trainer's names; every network trains with
+the paper's SGD. The ``train.py`` loop is built in :mod:`benchmarks.worker`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks.plots import plot_scaling, plot_throughput
 from benchmarks.records import (
     TITLES,
     TWINS,
@@ -27,8 +26,11 @@ from benchmarks.records import (
     median,
     memory,
     ms_per_step,
+    network_table,
     number,
     others,
+    plot_scaling,
+    plot_throughput,
     provenance,
     rates,
     read,
@@ -36,7 +38,6 @@ from benchmarks.records import (
     spread,
     table,
     timing,
-    train_eval,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,32 +104,6 @@ def compare(rows: list[Row]) -> str:
     return note + "\n\n" + table(header, lines)
 
 
-def _network_cells(pair: dict[str, Row]) -> dict[str, object]:
-    """Every cell a network table may show for one configuration, from its train (``bare``) and ``eval`` rows."""
-    train, evaluation = pair.get("bare"), pair.get("eval")
-    r = train or evaluation or {}
-    return {
-        "variant": f"`{r['arch']}`",
-        "input": r["size"],
-        "batch": r["batch"],
-        "precision/format/mode": config(r, mode=True),
-        "params (M)": f"{float(r['params_m']):.2f}" if r["params_m"] else "–",
-        "GMACs/img": f"{float(r['gmacs']):.3f}" if r["gmacs"] else "–",
-        "train img/s": fmt_rate(train),
-        "eval img/s": fmt_rate(evaluation),
-        "train peak MiB": fmt_mem(train),
-        "eval peak MiB": fmt_mem(evaluation),
-        "train warm-up s": f"{float(train['warmup_s']):.1f}" if train and train["warmup_s"] else "–",
-        "threads": r["threads"],
-        "others' CPU": others(pair.values()),
-        "error": r["error"][:80],
-    }
-
-
-def _network_table(rows: list[Row], columns: Sequence[str]) -> str:
-    return table(columns, [[_network_cells(pair)[c] for c in columns] for pair in train_eval(rows)])
-
-
 def models(rows: list[Row]) -> str:
     note = (
         f"{rows[0]['device']}; img/s as {timing(rows[0])} (steps per round by input size); train and eval of every "
@@ -137,7 +112,7 @@ def models(rows: list[Row]) -> str:
     )
     columns = ["variant", "input", "batch", "precision/format/mode", "params (M)", "GMACs/img", "train img/s"]
     columns += ["eval img/s", "train peak MiB", "eval peak MiB", "train warm-up s", "threads", "others' CPU", "error"]
-    return note + "\n\n" + _network_table(rows, columns)
+    return note + "\n\n" + network_table(rows, columns)
 
 
 def scaling(rows: list[Row]) -> str:
@@ -146,7 +121,7 @@ def scaling(rows: list[Row]) -> str:
         f"img/s as {timing(rows[0])}; every case alone in a process (throughput and peak memory)."
     )
     columns = ["input", "batch", "GMACs/img", "train img/s", "eval img/s", "train peak MiB", "eval peak MiB"]
-    return note + "\n\n" + _network_table(rows, [*columns, "threads", "others' CPU", "error"])
+    return note + "\n\n" + network_table(rows, [*columns, "threads", "others' CPU", "error"])
 
 
 def options(rows: list[Row]) -> str:
@@ -167,6 +142,10 @@ def options(rows: list[Row]) -> str:
     return note + "\n\n" + table(header, lines)
 
 
+PROBE_NOTE = (
+    "a one-layer probe network (Flatten + Linear), whose steps are so short that the loops' own per-step costs "
+    "stand out"
+)
 LOOP_HEADER = ["loop", "data", "train img/s", "ms/step", "ms/step vs bare", "overhead vs bare", "others' CPU"]
 
 
@@ -187,12 +166,7 @@ def loops(rows: list[Row]) -> str:
             overhead = "–" if extra is None else fmt_pct(extra / base)
             vs_bare = "–" if extra is None else f"{extra:+.2f}"
             lines.append([r["label"], r["data"], fmt_rate(r), f"{step or 0:.2f}", vs_bare, overhead, others([r])])
-        network = (
-            "a one-layer probe network (Flatten + Linear), whose steps are so short that the loops' own per-step "
-            "costs stand out"
-            if arch == "linear-probe"
-            else f"`{arch}`"
-        )
+        network = PROBE_NOTE if arch == "linear-probe" else f"`{arch}`"
         first = results[0]
         parts.append(
             f"{network}, batch {first['batch']}, {first['precision']}, {first['device']}, torch threads: "

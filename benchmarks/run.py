@@ -1,9 +1,6 @@
-"""``python -m benchmarks.run``: measure the benchmark's sections (:mod:`benchmarks.sections`), one CSV record per
-section, and render them (:mod:`benchmarks.render`).
-
-Before each process ``--threads auto`` counts the cores other processes leave idle. Every row records the case, its
-img/s per round, peak memory, other processes' CPU share, and the command, date and machine; the Markdown and the
-plots are rendered from these records.
+"""``python -m benchmarks.run``: measure the sections (:mod:`benchmarks.sections`), each group of cases in a fresh
+process (``--threads auto``: the cores other processes leave idle), one CSV record per section (the case, its img/s
+per round, peak memory, other processes' CPU share, command, date and machine), then render them.
 """
 
 from __future__ import annotations
@@ -128,10 +125,12 @@ def write_csv(path: Path, rows: Sequence[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def _names(accepted: Sequence[str] | None = None) -> Callable[[str], tuple[str, ...]]:
-    def parse(text: str) -> tuple[str, ...]:
-        values = tuple(v for v in text.split(",") if v)
-        if accepted is not None and (unknown := [v for v in values if v not in accepted]):
+def _values(accepted: Sequence[str] = (), item: Callable[[str], Any] = str) -> Callable[[str], tuple[Any, ...]]:
+    """A comma-separated list of ``item``s, each one of ``accepted`` where given."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        values = tuple(item(v) for v in text.split(",") if v)
+        if accepted and (unknown := [v for v in values if v not in accepted]):
             raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; accepted: {', '.join(accepted)}")
         return values
 
@@ -145,14 +144,6 @@ def _count(minimum: int) -> Callable[[str], int]:
         return int(text)
 
     return parse
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    return tuple(_count(1)(v) for v in text.split(",") if v)
-
-
-def _threads(text: str) -> int:
-    return 0 if text == "auto" else _count(1)(text)
 
 
 def _device(text: str) -> str:
@@ -169,32 +160,23 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     )
     add = parser.add_argument
     add("--quick", action="store_true", help=f"a few minutes: {','.join(QUICK_SECTIONS)}, fewer cases and repeats")
-    add("--sections", type=_names(tuple(SECTIONS)), help="comma-separated (default: all; --quick: its three)")
+    add("--sections", type=_values(tuple(SECTIONS)), help="comma-separated (default: all; --quick: its three)")
     add("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
-    add("--variants", type=_names(), help="models section: timm names (default: Attention-56/92, ImageNet and CIFAR)")
-    add("--sizes", type=_sizes, default=(), help="models section: input sizes (default: each variant's own)")
-    add(
-        "--precisions",
-        type=_names(tuple(PRECISIONS)),
-        default=("32-true", "bf16-mixed"),
-        help="default: 32-true,bf16-mixed",
-    )
-    add("--formats", type=_names(FORMATS), default=FORMATS, help="memory formats: nchw,channels_last")
-    add(
-        "--modes",
-        type=_names(MODES),
-        help="models section: eager,compile (default: both on a GPU; on a CPU eager, "
-        f"plus one compile row at resattn's default for {', '.join(COMPILE_ON_CPU)})",
-    )
-    add("--batch", type=_count(1), help="batch at >= 128 px (default 4 on a CPU, 64 on a GPU, 2 with --quick)")
-    add(
-        "--small-batch", type=_count(1), help="batch at CIFAR sizes, of the loops and the data (default 64, --quick 32)"
-    )
+    add("--variants", type=_values(), help="models section: timm names (default: Attention-56/92, ImageNet and CIFAR)")
+    positive = _count(1)
+    add("--sizes", type=_values(item=positive), default=(), help="models section: input sizes (default: the variant's)")
+    add("--precisions", type=_values(tuple(PRECISIONS)), default=("32-true", "bf16-mixed"), help="32-true,bf16-mixed")
+    add("--formats", type=_values(FORMATS), default=FORMATS, help="memory formats: nchw,channels_last")
+    modes = f"models section: eager,compile (default: both on a GPU; on a CPU eager, plus {', '.join(COMPILE_ON_CPU)}"
+    add("--modes", type=_values(MODES), help=modes + " compiled at resattn's default)")
+    add("--batch", type=positive, help="batch at >= 128 px (default 4 on a CPU, 64 on a GPU, 2 with --quick)")
+    add("--small-batch", type=positive, help="batch at CIFAR sizes: loops, data (default 64, --quick 32)")
     add("--warmup", type=_count(0), help="untimed steps per case (default: per section)")
-    add("--repeats", type=_count(1), help="timed rounds per case (default 3; compare 5; --quick 2)")
-    add("--steps", type=_count(1), help="steps per round (default: per section and device)")
+    add("--repeats", type=positive, help="timed rounds per case (default 3; compare 5; --quick 2)")
+    add("--steps", type=positive, help="steps per round (default: per section and device)")
     add("--loop-arch", default="resattn56_cifar", help="network of the options and loops sections")
-    add("--threads", type=_threads, default=0, help="torch threads per process; auto (default): the idle cores")
+    threads = "torch threads per process; auto (default): the idle cores"
+    add("--threads", type=lambda t: 0 if t == "auto" else positive(t), default=0, help=threads)
     add("--timeout", type=float, default=1800.0, help="seconds per process (sharing: per round)")
     add("--out", type=Path, help="folder of the CSVs (default benchmarks/results; --quick: a temporary folder)")
     add("--update-doc", action="store_true", help="also write the rendered tables into BENCHMARKS.md")

@@ -1,12 +1,6 @@
-"""The one timing loop (:func:`measure`) and the fresh process it runs in (:func:`run_in_process`;
-``python -m benchmarks.worker '<JSON>'`` is the other end), and the ``train.py`` case, which times a whole command.
-
-Every case runs ``warmup`` untimed steps (torch.compile compiles there), then ``repeats`` rounds in which each case in
-turn runs ``steps`` timed steps, in alternating order (A B, B A, ...) so that a change in the machine's load hits
-every case alike; each round gives one img/s figure. Steps are stamped at their end (on a GPU the device is
-synchronised at the round's first and last stamp only). The process records the share of the machine's CPU that
-other processes used meanwhile and, when it holds a single case, the peak memory: the resident set size's
-high-water mark on a CPU (``VmHWM``, reset before the warm-up), the CUDA allocator's peak on a GPU.
+"""The one timing loop (:func:`measure`: warm-up, interleaved rounds, other processes' CPU share, peak memory; see
+BENCHMARKS.md, "How it measures"), the fresh process it runs in (:func:`run_in_process`; ``python -m
+benchmarks.worker '<JSON>'`` is the other end), and the ``train.py`` case, which times a whole command.
 """
 
 from __future__ import annotations

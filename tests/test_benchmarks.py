@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import plots, records, render
+from benchmarks import records, render
 from benchmarks.cases import Case
 from benchmarks.run import main, parse_args, record, write_csv
 from benchmarks.sections import resattn_default, sharing
@@ -156,8 +156,8 @@ def test_committed_records_render_into_benchmarks_md(tmp_path: Path) -> None:
     text = render.document(sections)
     assert text == (COMMITTED / "results.md").read_text()
     assert f"{render.DOC_BEGIN}\n\n{text}\n{render.DOC_END}" in (ROOT / "BENCHMARKS.md").read_text()
-    plots.plot_throughput(sections["compare"] + sections["models"], tmp_path / "throughput.png")
-    plots.plot_scaling(sections["scaling"], tmp_path / "scaling.png")
+    records.plot_throughput(sections["compare"] + sections["models"], tmp_path / "throughput.png")
+    records.plot_scaling(sections["scaling"], tmp_path / "scaling.png")
     assert (tmp_path / "throughput.png").stat().st_size > 0 and (tmp_path / "scaling.png").stat().st_size > 0
 
 
