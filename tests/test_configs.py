@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import timm
-from conftest import CONF, ROOT, compose_config, run_script
+from helpers import CONF, ROOT, compose_config, run_script
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
