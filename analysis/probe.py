@@ -31,9 +31,8 @@ from torch import nn
 import resattn
 from analysis.run_data import default_output, load_datamodule, split_images
 from lightning_modules.checkpoint_loading import load_classifier
-from lightning_modules.classifier import build_network
 from lightning_modules.figures import pyplot, save_figure
-from resattn.checkpoints import CheckpointError
+from resattn.checkpoints import CheckpointError, build_network
 
 
 @dataclass(frozen=True)
