@@ -79,7 +79,6 @@ def test_the_fashion_mnist_tag_classifies_a_test_slice_as_well_as_it_claims() ->
     assert accuracy == pytest.approx(weights.test_top1, abs=0.02)
 
 
-
 def test_timm_prepares_images_for_the_tag_as_its_training_did(tmp_path: Path) -> None:
     """``resolve_data_config`` + ``create_transform`` on the tag normalise as the run that trained it did: the data of
     ``experiment=fmnist``, composed and set up, has the tag's mean and std, and timm's evaluation transform of a
