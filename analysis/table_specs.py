@@ -16,8 +16,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from lightning_modules.classifier import build_network
 from lightning_modules.config_resolvers import register_resolvers
+from resattn.checkpoints import build_network
 
 TABLES_FILE = Path(__file__).with_name("tables.yaml")
 CONF = Path(__file__).resolve().parents[1] / "conf"
