@@ -15,13 +15,13 @@ from analysis.tables import matching_runs
 from datamodules.base import ImageDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.checkpoint_loading import load_classifier
+from lightning_modules.figures import pyplot, save_figure
 from lightning_modules.mask_plots import (
     has_attention_modules,
     mask_figure,
     mask_heatmaps,
     mask_statistics,
     module_label,
-    save_figure,
 )
 
 CURVES = (("loss", "train/loss", "val/loss"), ("top-1", "train/acc1", "val/acc1"))
@@ -47,11 +47,7 @@ def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
 def plot_curves(table: Table, runs: Sequence[Run], path: Path) -> Path | None:
     """One PNG: loss and top-1 against optimiser steps, a colour per row, train dashed, validation solid, one line
     per run (seed). None when no run has a curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2))
     drawn = False
     for index, row in enumerate(table.rows):

@@ -25,7 +25,8 @@ from hydra.errors import HydraException
 
 from analysis.run_data import default_output, file_images, load_datamodule, split_images
 from lightning_modules.checkpoint_loading import load_classifier
-from lightning_modules.mask_plots import mask_figure, mask_heatmaps, save_figure
+from lightning_modules.figures import save_figure
+from lightning_modules.mask_plots import mask_figure, mask_heatmaps
 from resattn.checkpoints import CheckpointError
 
 

@@ -31,8 +31,8 @@ from torch import nn
 import resattn
 from analysis.run_data import default_output, load_datamodule, split_images
 from lightning_modules.checkpoint_loading import load_classifier
-from lightning_modules.classifier import build_network
-from resattn.checkpoints import CheckpointError
+from lightning_modules.figures import pyplot, save_figure
+from resattn.checkpoints import CheckpointError, build_network
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,7 @@ def write_csv(rows: Sequence[Response], path: Path) -> Path:
 
 def plot_responses(rows: Sequence[Response], path: Path, title: str | None = None) -> Path:
     """Mean |output| per module (log scale), one line per network, dashed lines between stages."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = pyplot().subplots(figsize=(8, 4.5))
     networks = list(dict.fromkeys(row.network for row in rows))
     for network in networks:
         mine = [row for row in rows if row.network == network]
@@ -115,10 +110,7 @@ def plot_responses(rows: Sequence[Response], path: Path, title: str | None = Non
     ax.set_title(title or "Mean absolute response of each attention module's output (docs/paper.md §6.3, Fig. 4)")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def fresh_network(arch: str, attention_residual: bool, seed: int, num_classes: int, in_chans: int) -> nn.Module:

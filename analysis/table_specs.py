@@ -16,8 +16,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from datamodules.configs import compose
-from lightning_modules.classifier import build_network
 from lightning_modules.config_resolvers import register_resolvers
+from resattn.checkpoints import build_network
 
 TABLES_FILE = Path(__file__).with_name("tables.yaml")
 _PAPER_VALUE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?: \((?P<tag>unverified|derived|README)\))?")

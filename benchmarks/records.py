@@ -10,6 +10,8 @@ import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from lightning_modules.figures import pyplot, save_figure
+
 Row = dict[str, str]
 TITLES = {
     "compare": "resattn vs pytorchcv (ImageNet Attention-56/92, 224x224)",
@@ -170,15 +172,6 @@ def network_table(rows: list[Row], columns: Sequence[str]) -> str:
     return table(columns, [[network_cells(pair)[c] for c in columns] for pair in train_eval(rows)])
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_throughput(rows: list[Row], path: Path) -> None:
     """Train and eval img/s (median, min–max whiskers): one panel per network, input size and batch, one pair of bars
     per library and configuration (pytorchcv in the panel of the network it implements)."""
@@ -189,7 +182,7 @@ def plot_throughput(rows: list[Row], path: Path) -> None:
             panels.setdefault((TWINS.get(r["arch"], r["arch"]), int(r["size"]), int(r["batch"])), []).append(pair)
     if not panels:
         return
-    plt = _pyplot()
+    plt = pyplot()
     keys = sorted(panels, key=lambda k: (-k[1], k[0], k[2]))
     cols, rows_ = min(2, len(keys)), math.ceil(len(keys) / 2)
     height = (0.9 + 0.42 * max(len(panels[k]) for k in keys)) * rows_
@@ -219,8 +212,7 @@ def plot_throughput(rows: list[Row], path: Path) -> None:
         unique = dict(zip(names, handles, strict=True))
         ax.legend(unique.values(), unique.keys(), fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_scaling(rows: list[Row], path: Path) -> None:
@@ -232,7 +224,7 @@ def plot_scaling(rows: list[Row], path: Path) -> None:
     by_size = sorted((p for p in pairs if p["bare"]["batch"] == batch), key=lambda p: int(p["bare"]["size"]))
     if not by_batch and not by_size:
         return
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, series, xlabel, field in (
         (axes[0], by_batch, "batch size (input 224x224)", "batch"),
@@ -253,5 +245,4 @@ def plot_scaling(rows: list[Row], path: Path) -> None:
         ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=8, loc="upper right")
         ax.set_title(f"{series[0]['bare']['arch']} ({config(series[0]['bare'], True)})" if series else "", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)

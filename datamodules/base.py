@@ -22,9 +22,9 @@ from torchvision.transforms import v2
 from datamodules.gpu_resident import BatchAugmentation, DeviceBatchLoader
 from datamodules.label_noise import RelabeledDataset, dataset_labels, flip_fraction, noisy_labels
 from datamodules.resumable import ResumableLoader, sample_seed, seeded
+from input_conventions import FAMILIES
 
 log = logging.getLogger(__name__)
-MODEL_FAMILIES = ("cifar", "imagenet")
 
 
 class DataDownloadError(RuntimeError):
@@ -240,8 +240,8 @@ class ImageDataModule(L.LightningDataModule):
         # num_classes may be found in the data (None in the config): it is the attribute, logged by the module.
         del hparams["num_classes"]
         self.save_hyperparameters(hparams)
-        if config.model_family not in MODEL_FAMILIES:
-            raise ValueError(f"model_family must be one of {MODEL_FAMILIES}, got {config.model_family!r}")
+        if config.model_family not in FAMILIES:
+            raise ValueError(f"model_family must be one of {FAMILIES}, got {config.model_family!r}")
         minimums = {
             "num_classes": 1,
             "in_chans": 1,

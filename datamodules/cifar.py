@@ -20,7 +20,8 @@ from torchvision.transforms import v2
 
 from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset, pixel_moments
 from datamodules.gpu_resident import BatchAugmentation
-from datamodules.transforms import CIFAR10_MEAN, CIFAR100_MEAN, cifar_transform
+from datamodules.transforms import cifar_transform
+from input_conventions import CIFAR10_MEAN, CIFAR100_MEAN, CIFAR_STD
 
 CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
@@ -62,7 +63,7 @@ class CIFAR10DataModule(ImageDataModule):
     torchvision_cls: type[CIFAR10] = CIFAR10
     files_cls: type[CIFAR10] = _CIFAR10Files
     mean = CIFAR10_MEAN  # of the full training set; replaced by the training split's in setup
-    std = (1.0, 1.0, 1.0)  # no std division (docs/paper.md §5.1)
+    std = CIFAR_STD  # no std division (docs/paper.md §5.1)
     mean_image: torch.Tensor | None = None  # computed in setup
 
     @property

@@ -76,7 +76,7 @@ class EncodedImageDataModule(ImageDataModule):
         return v2.Compose([DecodePIL(PIL_MODES[self.in_chans]), self._pipeline(train=True)])
 
     def eval_transform(self) -> v2.Compose:
-        """Decode with PIL, then Resize(round(image_size / 0.875)) + CenterCrop(image_size) + normalise."""
+        """Decode with PIL, then Resize(eval_resize(image_size)) + CenterCrop(image_size) + normalise."""
         return v2.Compose([DecodePIL(PIL_MODES[self.in_chans]), self._pipeline(train=False)])
 
     def _pipeline(self, *, train: bool) -> v2.Compose:

@@ -22,7 +22,8 @@ from torchvision.transforms import v2
 
 from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset, pixel_moments
 from datamodules.gpu_resident import BatchAugmentation
-from datamodules.transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD, small_image_transform
+from datamodules.transforms import small_image_transform
+from input_conventions import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_PAGE = "https://github.com/zalandoresearch/fashion-mnist"

@@ -114,7 +114,7 @@ class _FolderDataModule(ImageDataModule):
         return imagenet_transform(self.image_size, self.mean, self.std, train=True)
 
     def eval_transform(self) -> v2.Compose:
-        """Resize(round(image_size / 0.875)) + CenterCrop(image_size) + normalise (single crop, docs/paper.md §5.3)."""
+        """Resize(eval_resize(image_size)) + CenterCrop(image_size) + normalise (single crop, docs/paper.md §5.3)."""
         return imagenet_transform(self.image_size, self.mean, self.std, train=False)
 
 

@@ -25,7 +25,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from datamodules.transforms import EVAL_CROP_FRACTION
+from input_conventions import eval_resize
 
 JPEG_MAGIC = b"\xff\xd8"
 READ_MODES = {1: ImageReadMode.GRAY, 3: ImageReadMode.RGB}
@@ -108,7 +108,7 @@ def decode_batch(
 ) -> torch.Tensor:
     """The float32 ``(N, C, image_size, image_size)`` batch on ``device`` that the CPU path would have produced:
     training crops resized with antialiasing and flipped as drawn; evaluation images resized to
-    ``round(image_size / 0.875)`` on the short side and centre-cropped; then scaled to [0, 1] and normalised."""
+    ``eval_resize(image_size)`` on the short side and centre-cropped; then scaled to [0, 1] and normalised."""
     images = decode_all(batch.data, device, in_chans)
     size = [image_size, image_size]
     if isinstance(batch, TrainCrop):
@@ -117,7 +117,7 @@ def decode_batch(
             crop = F.resized_crop(image, top, left, height, width, size, antialias=True)
             out.append(F.horizontal_flip(crop) if flip else crop)
     else:
-        resize = [round(image_size / EVAL_CROP_FRACTION)]
+        resize = [eval_resize(image_size)]
         out = [F.center_crop(F.resize(image, resize, antialias=True), size) for image in images]
     pixels = F.to_dtype(torch.stack(out), torch.float32, scale=True)
     return F.normalize(pixels, list(mean), list(std))

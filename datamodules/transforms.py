@@ -3,15 +3,7 @@
 import torch
 from torchvision.transforms import v2
 
-# Per-channel normalisation constants of the full training sets, in [0, 1] units. CIFAR's and Fashion-MNIST's
-# are only starting values: their datamodules recompute them on the training split actually used.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-FASHION_MNIST_MEAN = (0.2860,)
-FASHION_MNIST_STD = (0.3530,)
-EVAL_CROP_FRACTION = 0.875  # eval resize = image_size / 0.875 (256 for 224), then a centre crop
+from input_conventions import IMAGENET_MEAN, IMAGENET_STD, eval_resize
 
 
 def imagenet_statistics(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -59,10 +51,10 @@ def small_image_transform(
 
 def imagenet_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...], *, train: bool) -> v2.Compose:
     """PIL image → train: RandomResizedCrop + flip (scale/aspect augmentation, docs/paper.md §5.3);
-    eval: Resize(round(image_size / 0.875)) + CenterCrop(image_size). Then scale to [0, 1] and normalise."""
+    eval: Resize(eval_resize(image_size)) + CenterCrop(image_size). Then scale to [0, 1] and normalise."""
     if train:
         geometry = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
     else:
-        geometry = [v2.Resize(round(image_size / EVAL_CROP_FRACTION), antialias=True), v2.CenterCrop(image_size)]
+        geometry = [v2.Resize(eval_resize(image_size), antialias=True), v2.CenterCrop(image_size)]
     to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
     return v2.Compose([*geometry, *to_tensor])

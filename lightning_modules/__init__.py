@@ -1,5 +1,5 @@
 """LightningModules that train the resattn networks."""
 
-from lightning_modules.classifier import ImageClassifier, NonFiniteLossError, build_network
+from lightning_modules.classifier import ImageClassifier, NonFiniteLossError
 
-__all__ = ["ImageClassifier", "NonFiniteLossError", "build_network"]
+__all__ = ["ImageClassifier", "NonFiniteLossError"]

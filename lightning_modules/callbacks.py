@@ -18,13 +18,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
 
+from lightning_modules.figures import save_figure
 from lightning_modules.mask_plots import (
     captured_masks_and_logits,
     figure_rgb,
     has_attention_modules,
     heatmaps_from,
     mask_figure,
-    save_figure,
     stage_module,
     statistics_from,
 )

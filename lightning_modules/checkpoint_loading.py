@@ -11,10 +11,7 @@ import timm
 
 from lightning_modules.classifier import ImageClassifier
 from resattn import pretrained
-from resattn.checkpoints import CheckpointError, current_hparams, read_checkpoint
-
-# The hyper-parameters that decide the network's structure, i.e. whether its weights fit.
-NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "net")
+from resattn.checkpoints import NETWORK_HPARAMS, CheckpointError, current_hparams, load_weights, read_checkpoint
 
 
 def describe_network(hparams: Mapping[str, Any]) -> str:
@@ -70,10 +67,7 @@ def load_classifier(
     if arch is not None and hparams["arch"] != arch:
         raise CheckpointError(f"{path} holds architecture {hparams['arch']!r}, but the config asks for {arch!r}")
     model = ImageClassifier(**hparams)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit its own architecture {hparams['arch']!r}: {err}") from err
+    load_weights(model, checkpoint["state_dict"], path, f"its own architecture {describe_network(hparams)}")
     return model.to(map_location)
 
 

@@ -7,11 +7,9 @@ It builds the network itself with ``timm.create_model(arch, ...)`` from plain hy
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
-import timm
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
@@ -21,24 +19,13 @@ from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-import resattn
 from lightning_modules.optim import build_optimizer, build_scheduler
 from lightning_modules.resume import close_finished_epoch, rng_states, set_rng_states
+from resattn.checkpoints import build_network
 
 STAGES = ("train", "val", "test")
 EVAL_STAGES = ("val", "test")
 MIXUP_DEFAULTS = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "prob": 1.0, "switch_prob": 0.5}
-
-
-def build_network(arch: str, num_classes: int, in_chans: int, net: Mapping[str, Any] | None = None) -> nn.Module:
-    """``timm.create_model(arch, num_classes=..., in_chans=..., **net)``, with a clear error for unknown names
-    (resattn variants are listed)."""
-    if not timm.is_model(arch):
-        raise ValueError(
-            f"unknown architecture {arch!r}; resattn variants: {', '.join(resattn.list_variants())} "
-            "(any other timm model name works too)"
-        )
-    return timm.create_model(arch, num_classes=num_classes, in_chans=in_chans, **dict(net or {}))
 
 
 def _accuracy_metrics(num_classes: int) -> MetricCollection:

@@ -15,6 +15,7 @@ import torch
 from datamodules.base import ImageDataModule
 from datamodules.user_images import find_images, preprocess
 from lightning_modules.classifier import ImageClassifier
+from lightning_modules.figures import save_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -63,9 +64,7 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str]) -> Fig
 
 def write_confusion_png(path: Path, confusion: torch.Tensor, class_names: Sequence[str]) -> Path:
     """:func:`confusion_figure` as a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    confusion_figure(confusion, class_names).savefig(path, dpi=100)
-    return path
+    return save_figure(confusion_figure(confusion, class_names), path)
 
 
 @dataclass

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lightning_modules.figures import pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -219,12 +220,10 @@ def mask_figure(
     flat mask looks flat (each panel's own range is written under it). ``boxes`` ``(N, 4)``, ``(x0, y0, x1, y1)``
     in image pixels with exclusive ends, draws each image's object box on its row.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     names = list(heatmaps)
     rows, cols = images.shape[0], 1 + len(names)
@@ -273,13 +272,3 @@ def figure_rgb(fig: Figure) -> np.ndarray:
     """The rendered figure as an ``(H, W, 3)`` uint8 array (for W&B)."""
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as a PNG (parents created) and close it."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

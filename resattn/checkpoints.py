@@ -1,4 +1,5 @@
-"""Reading saved weights safely, and the network a saved file describes.
+"""Reading saved weights safely, and the network a saved file describes: the one path from a checkpoint's
+hyper-parameters to a network (:func:`build_network`, :func:`load_weights`), which ``lightning_modules`` takes too.
 
 Files are read with ``torch.load(weights_only=True)``: one that needs arbitrary code to unpickle (a possible attack)
 is refused instead of executed, with a message that says so; a truncated or foreign file gets a message too. Two
@@ -17,11 +18,15 @@ from typing import Any
 
 import timm
 import torch
+from torch import nn
 
 from resattn.net import ResidualAttentionNet
+from resattn.variants import list_variants
 
 # Checkpoints written before the network's options became one `net` node kept them in two.
 LEGACY_NET_HPARAMS = ("model_kwargs", "variant_overrides")
+# The hyper-parameters of a training checkpoint that decide the network's structure, i.e. whether its weights fit.
+NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "net")
 
 
 class CheckpointError(RuntimeError):
@@ -71,6 +76,30 @@ def current_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def build_network(
+    arch: str, num_classes: int | None = None, in_chans: int | None = None, net: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """``timm.create_model(arch, num_classes=..., in_chans=..., **net)`` (a size left None: the model's default), with a
+    clear error for unknown names (resattn variants are listed)."""
+    if not timm.is_model(arch):
+        raise ValueError(
+            f"unknown architecture {arch!r}; resattn variants: {', '.join(list_variants())} "
+            "(any other timm model name works too)"
+        )
+    sizes = {key: value for key, value in (("num_classes", num_classes), ("in_chans", in_chans)) if value is not None}
+    return timm.create_model(arch, **sizes, **dict(net or {}))
+
+
+def load_weights(module: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, expected: str) -> None:
+    """``module.load_state_dict(state)``; weights that do not fit raise a :class:`CheckpointError` naming ``path``,
+    what was ``expected`` and the first mismatches."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        details = " ".join(str(err).split("\n")[1:3]).strip()
+        raise CheckpointError(f"{path} does not fit {expected}: {details}") from None
+
+
 def network_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The network's weights in a training checkpoint's state dict (the module's ``net.`` entries, unprefixed)."""
     return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
@@ -107,10 +136,7 @@ def network_from_file(path: str | Path, variant: str | None = None, **options: A
         )
     if variant is None:
         raise ValueError(f"{path} is a plain state dict: name its variant (e.g. resattn56_cifar)")
-    net = timm.create_model(variant, **{k: v for k, v in options.items() if v is not None})
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        details = " ".join(str(err).split("\n")[1:3]).strip()
-        raise CheckpointError(f"{path} does not fit {variant} with options {options}: {details}") from None
+    net_options = {k: v for k, v in options.items() if k not in NETWORK_HPARAMS and v is not None}
+    net = build_network(variant, options.get("num_classes"), options.get("in_chans"), net_options)
+    load_weights(net, state, path, f"{variant} with options {options}")
     return net.eval()

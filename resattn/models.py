@@ -14,14 +14,21 @@ from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
+from input_conventions import CIFAR10_MEAN, CIFAR_STD, EVAL_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
 from resattn.net import ResidualAttentionNet
 from resattn.pretrained import available, timm_cfg
-from resattn.variants import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, VariantSpec
+from resattn.variants import VARIANTS, VariantSpec
 
 
 def _default_cfg(spec: VariantSpec, input_size: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """timm's pretrained cfg of ``spec`` at ``input_size`` (default: the variant's), ``pool_size`` included (the last
-    feature map: stride 32 for ImageNet layouts, 4 for CIFAR ones)."""
+    feature map: stride 32 for ImageNet layouts, 4 for CIFAR ones).
+
+    ``mean``, ``std`` and ``crop_pct`` are what training uses, so that ``timm.data.resolve_data_config`` and
+    ``create_transform`` prepare images as the datamodules do: ImageNet's statistics and single crop; for a CIFAR
+    layout, CIFAR-10's channel means and no std division (training subtracts the per-pixel mean image, whose
+    channel averages these are, docs/paper.md §5.1), uncropped. A tag replaces them with its own data's
+    (:func:`resattn.pretrained.timm_cfg`)."""
     imagenet = spec.family == "imagenet"
     input_size = input_size or spec.input_size
     size = input_size[-1]
@@ -30,9 +37,9 @@ def _default_cfg(spec: VariantSpec, input_size: tuple[int, int, int] | None = No
         num_classes=spec.num_classes,
         input_size=input_size,
         pool_size=(-(-size // 32),) * 2 if imagenet else (size // 4,) * 2,
-        crop_pct=0.875 if imagenet else 1.0,
+        crop_pct=EVAL_CROP_FRACTION if imagenet else 1.0,
         interpolation="bilinear",
-        mean=IMAGENET_MEAN if imagenet else CIFAR_MEAN,
+        mean=IMAGENET_MEAN if imagenet else CIFAR10_MEAN,
         std=IMAGENET_STD if imagenet else CIFAR_STD,
         first_conv="stem.conv",
         classifier="head.fc",

@@ -8,17 +8,17 @@ classifies, top-level children are ``stem``, ``stages``, ``norm`` and ``head`` s
 copies ``forward``'s annotations into the traced code, which TorchScript must then resolve.
 """
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
-from functools import partial
+from contextlib import nullcontext
 
 import torch
+from timm.models._features import feature_take_indices
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from resattn.attention import AttentionModule
 from resattn.head import ClassifierHead, check_head
 from resattn.mask import pooled_size
+from resattn.mask_access import MaskAccess
 from resattn.stem import Stem
 from resattn.units import BNReLU, unit_class
 from resattn.variants import StageSpec, VariantSpec, variant_from_config
@@ -30,27 +30,6 @@ Intermediates = (
     | tuple[list[torch.Tensor], dict[str, torch.Tensor]]
     | tuple[torch.Tensor, list[torch.Tensor], dict[str, torch.Tensor]]
 )
-
-
-def take_indices(num_features: int, indices: int | list[int] | None) -> tuple[list[int], int]:
-    """timm's feature selection: ``None`` all features, ``n`` the last n, a list those (negative from the end).
-
-    Returns the absolute indices and the largest one.
-    """
-    if indices is None:
-        indices = num_features
-    if isinstance(indices, int):
-        if not 0 < indices <= num_features:
-            raise ValueError(f"cannot take the last {indices} of {num_features} features")
-        taken = [num_features - indices + i for i in range(indices)]
-    else:
-        taken: list[int] = []
-        for i in indices:
-            index = num_features + i if i < 0 else i
-            if not 0 <= index < num_features:
-                raise ValueError(f"feature index {i} is out of range for {num_features} features")
-            taken.append(index)
-    return taken, max(taken)
 
 
 class Stage(nn.Module):
@@ -92,7 +71,7 @@ class Stage(nn.Module):
         return self.units_after(x), masks
 
 
-class ResidualAttentionNet(nn.Module):
+class ResidualAttentionNet(MaskAccess, nn.Module):
     """Residual Attention Network built from a :class:`VariantSpec` (or a registered variant name).
 
     Args:
@@ -276,7 +255,7 @@ class ResidualAttentionNet(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got '{output_fmt}'")
-        taken, max_index = take_indices(len(self.stages) + 1, indices)
+        taken, max_index = feature_take_indices(len(self.stages) + 1, indices)
         intermediates: list[torch.Tensor] = []
         masks: dict[str, torch.Tensor] = {}
         x = self.stem(x)
@@ -317,7 +296,7 @@ class ResidualAttentionNet(nn.Module):
         Stages after the last requested level go, and with them the final norm and the classifier (they are
         sized for the last stage); ``prune_norm`` drops the norm anyway, ``prune_head`` the classifier.
         """
-        taken, max_index = take_indices(len(self.stages) + 1, indices)
+        taken, max_index = feature_take_indices(len(self.stages) + 1, indices)
         cut_end = max_index < len(self.stages)
         self.stages = self.stages[:max_index]
         if prune_norm or cut_end:
@@ -329,92 +308,3 @@ class ResidualAttentionNet(nn.Module):
             self.reset_classifier(0, "")
         self.stem.min_input_size = self.min_input_size()
         return taken
-
-    # attention inspection -----------------------------------------------------------------------
-    def attention_modules(self) -> Iterator[tuple[str, AttentionModule]]:
-        """``(name, module)`` for every attention module, in forward order (e.g. ``stages.0.attention.0``)."""
-        for name, module in self.named_modules():
-            if isinstance(module, AttentionModule):
-                yield name, module
-
-    @contextmanager
-    def capture_masks(self) -> Iterator[Mapping[str, torch.Tensor]]:
-        """Collect the soft masks M of every forward pass run inside the block.
-
-        ``with net.capture_masks() as masks: net(x)`` fills ``masks`` with ``{module name: M}``, detached,
-        shaped like the module's trunk output. Hooks are removed on exit, so nothing is kept otherwise.
-        """
-        masks: dict[str, torch.Tensor] = {}
-        handles = [
-            module.mask.register_forward_hook(lambda _mod, _inp, out, key=name: masks.__setitem__(key, out.detach()))
-            for name, module in self.attention_modules()
-        ]
-        try:
-            yield masks
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    @contextmanager
-    def capture_mask_logits(self) -> Iterator[Mapping[str, torch.Tensor]]:
-        """Collect the mask logits of every forward pass run inside the block (as :meth:`capture_masks`).
-
-        The logits are what each mask's activation squashes (:meth:`resattn.mask.MaskActivation.logits`):
-        ``M = sigmoid(logits)`` for the ``mixed`` and ``spatial`` mask types, ``M = logits / |logits|`` over
-        channels for ``channel``. Their spread says how far a mask can move the trunk. They are the network's own,
-        also inside :meth:`replace_masks`.
-        """
-        logits: dict[str, torch.Tensor] = {}
-
-        def hook(activation: nn.Module, inputs: tuple[torch.Tensor, ...], _out: torch.Tensor, key: str) -> None:
-            with torch.no_grad():
-                logits[key] = activation.logits(inputs[0]).detach()
-
-        handles = [
-            module.mask.activation.register_forward_hook(partial(hook, key=name))
-            for name, module in self.attention_modules()
-        ]
-        try:
-            yield logits
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    @contextmanager
-    def replace_masks(self, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> Iterator[None]:
-        """Replace every attention module's soft mask M by ``fn(module name, M)`` before the module applies it
-        (``(1 + M) * T`` or ``M * T``), in every forward pass run inside the block: interventions such as a
-        per-channel mean mask, or another image's mask.
-
-        The replacement must broadcast to M's shape (e.g. ``(1, C, 1, 1)``); it is expanded to it. It runs before
-        :meth:`capture_masks`' hooks, so captured masks (and ``forward_intermediates``' masks) are the ones
-        applied. Within nested blocks the innermost replacement is applied first.
-        """
-
-        def hook(_mask: nn.Module, _inputs: tuple[torch.Tensor, ...], out: torch.Tensor, key: str) -> torch.Tensor:
-            new = fn(key, out)
-            if not isinstance(new, torch.Tensor) or not _broadcasts_to(new.shape, out.shape):
-                shape = tuple(new.shape) if isinstance(new, torch.Tensor) else type(new).__name__
-                raise ValueError(
-                    f"replace_masks: the replacement for {key}'s mask {tuple(out.shape)} is {shape}; it must be a "
-                    "tensor that broadcasts to the mask's shape"
-                )
-            return new.expand_as(out)
-
-        handles = [
-            module.mask.register_forward_hook(partial(hook, key=name), prepend=True)
-            for name, module in self.attention_modules()
-        ]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
-    """Whether a tensor of ``shape`` broadcasts to exactly ``target``."""
-    try:
-        return torch.broadcast_shapes(shape, target) == target
-    except RuntimeError:
-        return False

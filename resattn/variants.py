@@ -16,13 +16,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from input_conventions import FAMILIES
 from resattn.units import unit_class
-
-FAMILIES = ("imagenet", "cifar")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 @dataclass(frozen=True)
@@ -97,13 +92,33 @@ class VariantSpec:
     def num_features(self) -> int:
         return self.stages[-1].out_channels
 
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Each stage's output channels."""
+        return tuple(s.out_channels for s in self.stages)
+
     def replace(self, **changes: object) -> VariantSpec:
-        """A copy with some fields changed; unknown field names list the accepted ones."""
+        """A copy with some fields changed; unknown field names list the accepted ones. ``widths`` (one output
+        width per stage) rescales the stages and keeps everything else of them, e.g. ``widths=[32, 64, 128]`` for
+        a CIFAR variant at half its width."""
+        widths = changes.pop("widths", None)
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
-            raise TypeError(f"unknown variant field(s) {unknown}; accepted: {sorted(known - {'name'})}")
-        return dataclasses.replace(self, **changes)
+            raise TypeError(f"unknown variant field(s) {unknown}; accepted: {sorted(known - {'name'} | {'widths'})}")
+        spec = dataclasses.replace(self, **changes)
+        return spec if widths is None else spec.with_widths(widths)
+
+    def with_widths(self, widths: Sequence[int]) -> VariantSpec:
+        """The same layout with each stage's output channels set to ``widths`` (one positive int per stage)."""
+        widths = tuple(widths)
+        if len(widths) != len(self.stages) or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise ValueError(
+                f"widths={list(widths)} for {self.name!r}: give one positive int per stage, "
+                f"{len(self.stages)} in all (its own: {list(self.widths)})"
+            )
+        stages = tuple(dataclasses.replace(s, out_channels=w) for s, w in zip(self.stages, widths, strict=True))
+        return dataclasses.replace(self, stages=stages)
 
 
 def imagenet_stages(modules: Sequence[int], widths: Sequence[int] = (256, 512, 1024, 2048)) -> tuple[StageSpec, ...]:

@@ -13,7 +13,7 @@ import lightning as L
 from files import read_codes
 from lightning.pytorch.callbacks import Callback
 
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+from input_conventions import IMAGENET_MEAN, IMAGENET_STD
 
 
 class RecordSamples(Callback):

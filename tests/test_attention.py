@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomize_bn
+from helpers import randomize_bn
 from torch import nn
 
 from resattn.attention import AttentionModule

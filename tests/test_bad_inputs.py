@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMOKE, SMOKE_DATA, compose_config, run_script
 from files import truncate, write_image, write_tree
+from helpers import SMOKE, SMOKE_DATA, compose_config, run_script
 from torchvision.datasets import CIFAR10, FashionMNIST
 
 from datamodules.base import DataDownloadError

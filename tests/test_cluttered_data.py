@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SMOKE_TRAINING, compose_config
 from files import write_idx_gz
+from helpers import SMOKE_TRAINING, compose_config
 from hydra.utils import instantiate
 from PIL import Image
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config
 from hydra.utils import instantiate
 
 from lightning_modules import ImageClassifier
 from lightning_modules.config_resolvers import fast_precision, native_bf16_cpu
 from lightning_modules.sweep_folder import sweep_name
-from tests.conftest import compose_config
 
 
 def test_cpu_precision_is_bf16_mixed_exactly_where_the_cpu_has_bf16() -> None:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import operator
+from collections.abc import Iterator
+from functools import reduce
 from pathlib import Path
 
+import lightning as L
 import pytest
 import timm
-from conftest import CONF, ROOT, compose_config, run_script
+from helpers import CONF, ROOT, compose_config, run_script
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 
 import resattn  # noqa: F401  (registers the models)
 from datamodules import DataOptions
-from datamodules.configs import options
+from datamodules.configs import compose, options
 
 # What a data config leaves to the command line (??? in it): the one thing only the user knows.
 MANDATORY = {"folder": {"data.root"}, "streaming": {"data.input_dir"}}
@@ -114,16 +119,35 @@ def test_mask_and_attention_groups_reach_the_network(override: str, key: str, va
     assert actual == value
 
 
+def leaves(node: object, keys: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
+    """``(keys, value)`` of every leaf of a plain nested dict (a list is a leaf)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, (*keys, key))
+    else:
+        yield keys, node
+
+
 @pytest.mark.parametrize("group", ["optimizer", "scheduler", "trainer", "logger", "callbacks", "debug"])
 def test_group_options_compose_and_instantiate(group: str, tmp_path: Path) -> None:
+    """Each option resolves, its file's own values land where its package puts them (the group, or the top for
+    ``# @package _global_``), and its loggers, callbacks and CPU trainers instantiate into Lightning's types."""
     for option in options(group):
         cfg = compose_config("train", [f"{group}={option}", "model=tiny"], tmp_path)
-        OmegaConf.to_container(cfg, resolve=True)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        path = CONF / group / f"{option}.yaml"
+        own = OmegaConf.to_container(OmegaConf.load(path))
+        own.pop("defaults", None)
+        placed = resolved if path.read_text().startswith("# @package _global_") else resolved[group]
+        for keys, value in leaves(own):
+            if not (isinstance(value, str) and "${" in value):  # interpolations are resolved against the whole config
+                assert reduce(operator.getitem, keys, placed) == value, f"{group}={option}: {'.'.join(keys)}"
         if group in {"logger", "callbacks"}:
-            for entry in (cfg.get(group) or {}).values():
-                instantiate(entry)
+            kind = Logger if group == "logger" else L.Callback
+            entries = [instantiate(entry) for entry in (cfg.get(group) or {}).values()]
+            assert all(isinstance(entry, kind) for entry in entries), f"{group}={option}: {entries}"
         if group == "trainer" and option in {"cpu", "ddp_cpu"}:
-            instantiate(cfg.trainer, logger=False)
+            assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
@@ -134,10 +158,7 @@ def test_experiments_compose(experiment: str, tmp_path: Path) -> None:
 
 
 def test_optuna_search_and_slurm_launcher_compose(tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", ["hparams_search=optuna", "hydra/launcher=slurm"], return_hydra_config=True)
+    cfg = compose(["hparams_search=optuna", "hydra/launcher=slurm"], hydra_config=True)
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.hydra.sweeper.direction == "maximize"
     assert cfg.optimized_metric == "val/acc1_best"

@@ -22,7 +22,7 @@ import wandb
 import wandb_workspaces.reports.v2 as wr
 import wandb_workspaces.workspaces as ws
 import yaml
-from conftest import ROOT, SMOKE, SMOKE_DATA, quiet_trainer, run_script
+from helpers import ROOT, SMOKE, SMOKE_DATA, quiet_trainer, run_script
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
 from wandb_workspaces.reports.v2 import internal as report_models

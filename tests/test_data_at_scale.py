@@ -12,8 +12,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT, SMOKE_TRAINING, compose_config, quiet_trainer, run_script
 from files import hf_dataset, write_coded_tree, write_jpeg_tree, write_parquet
+from helpers import ROOT, SMOKE_TRAINING, compose_config, quiet_trainer, run_script
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from datamodules.base import ImageDataModule

@@ -13,8 +13,8 @@ import hydra
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
 from files import truncate, write_cifar, write_idx_gz, write_image, write_tree
+from helpers import compose_config
 from torch.utils.data import SequentialSampler
 from torchvision.datasets import CIFAR10
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import timm
-from conftest import CONF, SMOKE, compose_config, run_script
+from helpers import CONF, SMOKE, compose_config, run_script
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf

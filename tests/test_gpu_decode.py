@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import quiet_trainer
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision.io import decode_image
@@ -18,9 +19,9 @@ from datamodules.base import DataOptions
 from datamodules.encoded import DecodePIL, EncodedImageDataModule
 from datamodules.gpu_decode import DrawCrop, EvalImage, TrainCrop, decode_batch, header_size, keep_encoded
 from datamodules.resumable import seeded
-from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
+from datamodules.transforms import imagenet_transform
+from input_conventions import IMAGENET_MEAN, IMAGENET_STD
 from lightning_modules import ImageClassifier
-from tests.conftest import quiet_trainer
 
 CPU = torch.device("cpu")
 LEVEL = 1 / 255 / min(IMAGENET_STD)  # one uint8 level, in normalised units (at most)

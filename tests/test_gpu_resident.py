@@ -5,14 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 from files import write_cifar
+from helpers import quiet_trainer
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
 from datamodules import CIFAR10DataModule, SyntheticDataModule
 from datamodules.gpu_resident import BatchAugmentation, DeviceBatchLoader, ShardedOrder
-from datamodules.transforms import FASHION_MNIST_MEAN, FASHION_MNIST_STD, cifar_transform, small_image_transform
+from datamodules.transforms import cifar_transform, small_image_transform
+from input_conventions import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from lightning_modules import ImageClassifier
-from tests.conftest import quiet_trainer
 
 PAD = 4
 OFFSETS = [(top, left, flip) for top in range(2 * PAD + 1) for left in range(2 * PAD + 1) for flip in (False, True)]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
 from files import hf_dataset, write_parquet
+from helpers import compose_config
 
 from datamodules.hf import HFDataModule
 from datamodules.optional import MissingExtraError

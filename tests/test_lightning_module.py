@@ -12,6 +12,7 @@ import lightning as L
 import pytest
 import timm
 import torch
+from helpers import compose_config, quiet_trainer
 from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 from torch import Tensor
@@ -24,7 +25,6 @@ from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.optim import build_optimizer, build_scheduler
 from resattn.checkpoints import CheckpointError, read_checkpoint
-from tests.conftest import compose_config, quiet_trainer
 
 SGD = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4}
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randomize_bn
+from helpers import randomize_bn
 from torch import nn
 
 from resattn.mask import (

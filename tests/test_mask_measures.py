@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import quiet_trainer
 from test_probe import save_checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -17,7 +18,6 @@ from analysis.paired import mcnemar_p
 from datamodules import SyntheticDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.checkpoint_loading import load_classifier
-from tests.conftest import quiet_trainer
 
 ARCH = "resattn_tiny_cifar"
 DATA = ["--data", "synthetic", "--set", "image_size=16", "num_train_samples=32", "num_test_samples=11"]

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SMOKE_TRAINING, latest_step, start_script
 from files import write_coded_tree
+from helpers import ROOT, SMOKE_TRAINING, latest_step, start_script
 
 CLASSES = ["ant", "bee", "cow"]
 EPOCHS = 6  # 36 training images, 18 per node: 3 steps of 6 per epoch

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import compose_config
+from helpers import compose_config
 from omegaconf import OmegaConf
 from torch import nn
 

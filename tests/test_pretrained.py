@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, SMOKE, run_script
+from helpers import ROOT, SMOKE, run_script
 
 from analysis.export_weights import main as export_main
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import SMOKE, SMOKE_TRAINING, compose_config, quiet_trainer, run_script, start_script
 from files import truncate, write_tree
+from helpers import SMOKE, SMOKE_TRAINING, compose_config, quiet_trainer, run_script, start_script
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 from torch import nn

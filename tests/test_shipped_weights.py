@@ -13,11 +13,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import timm
 import torch
-from conftest import ROOT, run_script
+from helpers import ROOT, compose_config, run_script
+from PIL import Image
 
 from datamodules.fashion_mnist import DEBIAN_DIR
 from resattn import pretrained
@@ -75,6 +77,20 @@ def test_the_fashion_mnist_tag_classifies_a_test_slice_as_well_as_it_claims() ->
         predicted = net((images.float() / 255 - mean) / std).argmax(1)
     accuracy = (predicted == labels).float().mean().item()
     assert accuracy == pytest.approx(weights.test_top1, abs=0.02)
+
+
+def test_timm_prepares_images_for_the_tag_as_its_training_did(tmp_path: Path) -> None:
+    """``resolve_data_config`` + ``create_transform`` on the tag normalise as the run that trained it did: the data of
+    ``experiment=fmnist``, composed and set up, has the tag's mean and std, and timm's evaluation transform of a
+    test image equals the datamodule's."""
+    datamodule = hydra.utils.instantiate(compose_config("train", ["experiment=fmnist"], tmp_path).data)
+    datamodule.setup()
+    config = timm.data.resolve_data_config(model=timm.create_model(SHIPPED_TAG, pretrained=True))
+    assert config["mean"] == pytest.approx(datamodule.mean, rel=1e-6)
+    assert config["std"] == pytest.approx(datamodule.std, rel=1e-6)
+    timm_transform, ours = timm.data.create_transform(**config), datamodule.eval_transform()
+    for image in read_idx("t10k-images-idx3-ubyte", 16)[: 8 * 784].reshape(8, 28, 28):
+        torch.testing.assert_close(timm_transform(Image.fromarray(image)), ours(torch.from_numpy(image.copy())[None]))
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, quiet_trainer
+from helpers import compose_config, quiet_trainer
 from hydra.utils import instantiate
 
 import resattn  # noqa: F401  (registers the variants with timm)

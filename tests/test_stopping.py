@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMOKE, latest_step, run_script, start_script
+from helpers import SMOKE, latest_step, run_script, start_script
 
 from analysis.wandb_offline import read_offline_run
 

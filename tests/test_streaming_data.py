@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
 from files import hf_dataset, truncate, write_idx_gz, write_image, write_jpeg_tree
+from helpers import compose_config
 from PIL import Image
 
 from datamodules.base import DamagedDataError

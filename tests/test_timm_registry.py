@@ -5,13 +5,18 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 import resattn
+from datamodules.cifar import CIFAR10DataModule
+from datamodules.transforms import imagenet_statistics, imagenet_transform
+from input_conventions import CIFAR10_MEAN, IMAGENET_MEAN
 from resattn.net import ResidualAttentionNet
 
 
@@ -28,9 +33,20 @@ def test_every_variant_is_registered_with_a_pretrained_cfg() -> None:
         cfg = timm.get_pretrained_cfg(name).to_dict()
         assert cfg["input_size"] == spec.input_size and cfg["num_classes"] == spec.num_classes
         assert cfg["first_conv"] == "stem.conv" and cfg["classifier"] == "head.fc"
-        assert cfg["mean"] == (
-            resattn.variants.IMAGENET_MEAN if spec.family == "imagenet" else resattn.variants.CIFAR_MEAN
-        )
+        assert cfg["mean"] == (IMAGENET_MEAN if spec.family == "imagenet" else CIFAR10_MEAN)
+
+
+def test_timm_prepares_images_as_the_datamodules_do() -> None:
+    """``resolve_data_config`` + ``create_transform`` on a network normalise as training does: for a CIFAR layout the
+    CIFAR datamodules' channel means and no std division (they subtract the per-pixel mean image, docs/paper.md
+    §5.1), uncropped; for an ImageNet layout the same single-crop evaluation pipeline, pixel for pixel."""
+    cifar = timm.data.resolve_data_config(model=timm.create_model("resattn_tiny_cifar"))
+    assert (cifar["mean"], cifar["std"]) == (CIFAR10DataModule.mean, CIFAR10DataModule.std)
+    assert cifar["std"] == (1.0, 1.0, 1.0) and cifar["crop_pct"] == 1.0
+    imagenet = timm.data.resolve_data_config(model=timm.create_model("resattn_tiny"))
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (260, 300, 3), dtype=np.uint8))
+    ours = imagenet_transform(224, *imagenet_statistics(3), train=False)(image)
+    torch.testing.assert_close(timm.data.create_transform(**imagenet)(image), ours)
 
 
 @pytest.mark.parametrize("name", ["resattn_tiny", "resattn_tiny_cifar", "resattninception56"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import SMOKE, SMOKE_TRAINING, compose_config, run_script
 from files import write_cifar, write_tree
+from helpers import SMOKE, SMOKE_TRAINING, compose_config, run_script
 
 from analysis.wandb_offline import read_offline_run
 from lightning_modules import ImageClassifier

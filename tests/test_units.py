@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import bn, randomize_bn
+from helpers import bn, randomize_bn
 from torch import nn
 
 from resattn.units import (

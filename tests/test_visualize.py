@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from files import write_tree
+from helpers import quiet_trainer
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from test_probe import save_checkpoint
 
@@ -19,7 +20,6 @@ from datamodules import SyntheticDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.callbacks import AttentionMaskLogger
 from lightning_modules.mask_plots import mask_figure, mask_heatmaps, mask_statistics, module_label, stage_module
-from tests.conftest import quiet_trainer
 
 ARCH = "resattn_tiny_cifar"
 DATA = ["--data", "synthetic", "--set", "image_size=16", "num_train_samples=64", "num_test_samples=16"]
