@@ -220,7 +220,7 @@ class ImageDataModule(L.LightningDataModule):
 
     Subclasses declare their options in a nested ``Options`` dataclass (see :class:`DataOptions`) and the
     options their dataset imposes in ``fixed`` (the ``Options`` default is then the only value allowed; null
-    adopts it). They implement ``_load`` (returns the training pool, the test set and the class names, as
+    adopts it). They implement ``load_splits`` (returns the training pool, the test set and the class names, as
     undecoded datasets whose items go through ``train_transform()`` / ``eval_transform()``), set ``mean`` and
     ``std`` (as class attributes or in ``__init__``), and may override ``_fit_statistics`` (normalisation computed
     on the training split) and ``device_transform`` (which makes ``gpu_resident=True`` available).
@@ -304,7 +304,7 @@ class ImageDataModule(L.LightningDataModule):
         return cls.Options(**options)
 
     # ---- subclass hooks -------------------------------------------------------------------------------------
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         """Return ``(training pool, test set, class names)``; raise FileNotFoundError with instructions if absent."""
         raise NotImplementedError
 
@@ -371,7 +371,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        pool, test, class_names = self._load()
+        pool, test, class_names = self.load_splits()
         self._check_config("num_classes", len(class_names), f"classes in {type(self).__name__} data at {self.root}")
         kept, carved = split_indices(len(pool), hp.val_fraction, hp.split_seed)
         train_indices = _limit(kept, hp.max_train_samples)

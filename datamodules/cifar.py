@@ -86,7 +86,7 @@ class CIFAR10DataModule(ImageDataModule):
                 "exists; then run without data.download=true.",
             )
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         files = self._expected_files()
         missing = [name for name, _ in files if not (self.folder / name).is_file()]
         if missing:

@@ -105,7 +105,7 @@ class FashionMNISTDataModule(ImageDataModule):
                 f"{Path(self.root) / 'FashionMNIST' / 'raw'}; then run without data.download=true.",
             )
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         files = self.find_files()
         if files is None:
             looked = ", ".join(str(d) for d in self.search_dirs())

@@ -146,7 +146,7 @@ class ImageFolderDataModule(_FolderDataModule):
             "by data.val_fraction and data.test_fraction). Point data.root=... at such a folder."
         )
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         root = Path(self.root)
         hint = self._layout_hint(root)
         if not root.is_dir():
@@ -179,7 +179,7 @@ class ImageNetDataModule(_FolderDataModule):
     fixed = ("in_chans",)
     dataset_name = "ImageNet"
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         root = Path(self.root)
         train_dir, val_dir = root / "train", root / "val"
         hint = (

@@ -165,7 +165,7 @@ class HFDataModule(EncodedImageDataModule):
             feature = dataset.features[hp.image_column]
             raise ValueError(f"column {hp.image_column!r} of {self.source} holds {feature}, not an Image feature")
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         hp = self.hparams
         splits = self._open()
         train = self._split(splits, hp.train_split)

@@ -65,7 +65,7 @@ class SyntheticDataModule(ImageDataModule):
         self.mean = (0.5,) * self.in_chans
         self.std = (PIXEL_SCALE * (1 + hp.noise**2) ** 0.5 / 255.0,) * self.in_chans
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         hp = self.hparams
         spec = (self.num_classes, self.in_chans, self.image_size, hp.noise, hp.seed)
         train = make_synthetic_images(hp.num_train_samples, *spec, stream=1)

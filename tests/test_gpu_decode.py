@@ -82,7 +82,7 @@ def test_device_path_draws_what_the_cpu_path_draws_and_gives_the_same_pixels() -
 class EncodedMemory(EncodedImageDataModule):
     """The encoded-image datamodule over in-memory PNG/JPEG bytes (no optional dependency needed)."""
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         data = encoded_images(24)
         pool = EncodedPool(data, torch.arange(24) % 3)
         return pool, pool, ["a", "b", "c"]
