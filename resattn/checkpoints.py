@@ -20,9 +20,6 @@ import torch
 
 from resattn.net import ResidualAttentionNet
 
-# Checkpoints written before the network's options became one `net` node kept them in two.
-LEGACY_NET_HPARAMS = ("model_kwargs", "variant_overrides")
-
 
 class CheckpointError(RuntimeError):
     """Saved weights that cannot be used: unreadable, unsafe, or not matching the requested setup."""
@@ -62,15 +59,6 @@ def read_checkpoint(path: str | Path, *, lazy: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
-def current_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A training checkpoint's ``hparams`` in today's form (older ones: ``net`` from the two old keys)."""
-    upgraded = {k: v for k, v in hparams.items() if k not in LEGACY_NET_HPARAMS}
-    legacy = [hparams[k] or {} for k in LEGACY_NET_HPARAMS if k in hparams]
-    if legacy:
-        upgraded["net"] = {**{k: v for part in legacy for k, v in part.items()}, **(hparams.get("net") or {})}
-    return upgraded
-
-
 def network_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The network's weights in a training checkpoint's state dict (the module's ``net.`` entries, unprefixed)."""
     return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
@@ -85,7 +73,7 @@ def network_from_file(path: str | Path, variant: str | None = None, **options: A
     """
     saved = load_file(path)
     if isinstance(saved, dict) and "state_dict" in saved:
-        hparams = current_hparams(saved.get("hyper_parameters") or {})
+        hparams = saved.get("hyper_parameters") or {}
         variant = variant or hparams.get("arch")
         options = {
             "num_classes": hparams.get("num_classes"),
