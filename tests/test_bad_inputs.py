@@ -15,7 +15,8 @@ from torchvision.datasets import CIFAR10, FashionMNIST
 
 from datamodules.base import DataDownloadError
 from lightning_modules import ImageClassifier
-from lightning_modules.tasks import evaluate, train
+from lightning_modules.evaluation_task import evaluate
+from lightning_modules.training_task import train
 from resattn.checkpoints import CheckpointError
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: the connection is refused at once, as without network

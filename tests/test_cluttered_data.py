@@ -19,7 +19,7 @@ from PIL import Image
 from datamodules import ClutteredFashionMNISTDataModule, FashionMNISTDataModule
 from datamodules.cluttered import clutter_generator, make_canvases, object_boxes
 from datamodules.fashion_mnist import DEBIAN_DIR
-from lightning_modules.tasks import train
+from lightning_modules.training_task import train
 
 SIZES = {"train": 300, "t10k": 100}
 FAST = dict(num_workers=0, batch_size=16)
