@@ -21,7 +21,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datamodules import CIFAR10DataModule
-from datamodules.base import ImageDataModule, TensorImageDataset
+from datamodules.base import ImageDataModule
+from datamodules.datasets import TensorImageDataset
 from datamodules.folder import ImageFolderDataModule
 
 NUM_JPEGS, NUM_CLASSES = 256, 4

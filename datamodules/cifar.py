@@ -18,9 +18,11 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.base import ImageDataModule
+from datamodules.datasets import TensorImageDataset
 from datamodules.gpu_resident import BatchAugmentation
-from datamodules.transforms import CIFAR10_MEAN, CIFAR100_MEAN, cifar_transform
+from datamodules.options import DataOptions
+from datamodules.transforms import CIFAR10_MEAN, CIFAR100_MEAN, cifar_transform, pixel_moments
 
 CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
 

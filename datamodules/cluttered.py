@@ -39,7 +39,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from datamodules.base import TensorImageDataset
+from datamodules.datasets import TensorImageDataset
 from datamodules.fashion_mnist import FashionMNISTDataModule
 
 log = logging.getLogger(__name__)

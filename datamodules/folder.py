@@ -18,7 +18,11 @@ from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from datamodules.base import DamagedDataError, DataOptions, ImageDataModule, split_indices, usable_cores
+from datamodules.base import ImageDataModule
+from datamodules.cpu_cores import usable_cores
+from datamodules.errors import DamagedDataError
+from datamodules.options import DataOptions
+from datamodules.splits import split_indices
 from datamodules.transforms import imagenet_statistics, imagenet_transform
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ The format (a litdata dataset per split, plus the converter's labels and class n
 :mod:`datamodules.shard_format`. Training streams shuffled chunks through litdata's ``StreamingDataLoader``
 (:class:`TrainingShards`); validation and test read items by position (:class:`ShardImages`).
 
-Damaged shards give one message naming the file and the remedy (:class:`datamodules.base.DamagedDataError`): a local
+Damaged shards give one message naming the file and the remedy (:class:`datamodules.errors.DamagedDataError`): a local
 split is checked before training (:func:`check_split`: its index readable, every chunk it lists present at the size
 it lists, one ``stat`` per chunk), and a chunk that cannot be read during training (a remote one that does not
 arrive, a local one removed since) or an image that cannot be decoded is named at the step where it happens,
@@ -24,7 +24,7 @@ import torch
 from litdata.streaming.sampler import ChunkedIndex
 from torch.utils.data import Dataset
 
-from datamodules.base import DamagedDataError
+from datamodules.errors import DamagedDataError
 from datamodules.resumable import sample_seed, seeded
 from datamodules.shard_format import INDEX_FILE, split_url
 
@@ -111,7 +111,7 @@ class ShardImages(Dataset):
         return item["image"], int(self.labels[index])
 
     def damaged_item(self, index: int, error: DamagedDataError) -> DamagedDataError:
-        """An image of the split that cannot be decoded, named (see :class:`datamodules.base.TransformedSubset`)."""
+        """An image of the split that cannot be decoded, named (see :class:`datamodules.datasets.TransformedSubset`)."""
         return damaged_image(self.dataset, index, error)
 
 
@@ -128,7 +128,7 @@ def damaged_image(dataset: litdata.StreamingDataset, index: int, error: DamagedD
 class TrainingShards(litdata.StreamingDataset):
     """Shuffled training items as ``(transformed image, label)``: the label from ``labels`` (noisy labels
     included) and the random augmentation seeded by ``(seed, epoch, position in the shards)``, as
-    :class:`datamodules.base.TransformedSubset` seeds it, so a resumed run sees the same augmentations."""
+    :class:`datamodules.datasets.TransformedSubset` seeds it, so a resumed run sees the same augmentations."""
 
     transform_image: Callable[[bytes], Any] | None = None
     labels: torch.Tensor | None = None

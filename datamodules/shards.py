@@ -35,10 +35,13 @@ from torchvision.datasets import DatasetFolder
 from torchvision.io import encode_png
 from torchvision.transforms.v2 import functional as F
 
-from datamodules.base import ImageDataModule, TensorImageDataset, seeded_order, usable_cores
+from datamodules.base import ImageDataModule
+from datamodules.cpu_cores import usable_cores
+from datamodules.datasets import TensorImageDataset
 from datamodules.label_noise import dataset_labels
 from datamodules.optional import require
 from datamodules.shard_format import SPLITS, write_metadata
+from datamodules.splits import seeded_order
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import default_workers, global_seed
+from datamodules.cpu_cores import default_workers
 from datamodules.encoded import EncodedImageDataModule
 from datamodules.label_noise import dataset_labels
 from datamodules.optional import require
 from datamodules.shard_format import INDEX_FILE, SPLITS, is_remote, read_metadata, split_url
+from datamodules.splits import global_seed
 
 # litdata asks PyPI for a newer version of itself whenever a dataset is opened (30 s timeout): not from training jobs
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")

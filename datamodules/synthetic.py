@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset
+from datamodules.base import ImageDataModule
+from datamodules.datasets import TensorImageDataset
 from datamodules.gpu_resident import BatchAugmentation
+from datamodules.options import DataOptions
 
 PATTERN_GRID = 4  # side of the per-class pattern before upsampling
 PIXEL_SCALE = 48.0  # uint8 units per unit of pattern or noise, around a mid-grey of 127.5

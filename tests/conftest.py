@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from datamodules.base import usable_cores
+from datamodules.cpu_cores import usable_cores
 from lightning_modules.config_resolvers import register_resolvers
 
 # W&B never reaches a server from the tests (in-process loggers included), whatever the user's settings.

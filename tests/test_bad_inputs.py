@@ -13,7 +13,7 @@ from conftest import SMOKE, SMOKE_DATA, compose_config, run_script
 from files import truncate, write_image, write_tree
 from torchvision.datasets import CIFAR10, FashionMNIST
 
-from datamodules.base import DataDownloadError
+from datamodules.errors import DataDownloadError
 from lightning_modules import ImageClassifier
 from lightning_modules.evaluation_task import evaluate
 from lightning_modules.training_task import train

@@ -14,9 +14,9 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision.io import decode_image
 
-from datamodules.base import DataOptions
 from datamodules.encoded import DecodePIL, EncodedImageDataModule
 from datamodules.gpu_decode import DrawCrop, EvalImage, TrainCrop, decode_batch, header_size, keep_encoded
+from datamodules.options import DataOptions
 from datamodules.resumable import seeded
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, imagenet_transform
 from lightning_modules import ImageClassifier
