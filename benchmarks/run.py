@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from benchmarks import render
 from benchmarks.worker import PRECISIONS, PROBE, ROOT, Case, Contention, run_in_process
-from datamodules.base import default_workers, usable_cores
+from datamodules.cpu_cores import default_workers, usable_cores
 from lightning_modules.config_resolvers import register_resolvers
 from resattn import get_variant
 

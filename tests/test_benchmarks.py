@@ -12,7 +12,7 @@ import pytest
 from benchmarks import render
 from benchmarks.run import main, parse_args, record, resattn_default, sharing, write_csv
 from benchmarks.worker import NEIGHBOUR, Case, run_in_process
-from datamodules.base import default_workers, usable_cores
+from datamodules.cpu_cores import default_workers, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "benchmarks" / "results"
