@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from lightning_modules.config_resolvers import register_resolvers
 from lightning_modules.console import bad_input_reported
-from lightning_modules.tasks import evaluate
+from lightning_modules.evaluation_task import evaluate
 
 register_resolvers()
 

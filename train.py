@@ -1,6 +1,6 @@
 """Train a Residual Attention Network: ``python train.py model=att56 data=cifar100``.
 
-Configs live in conf/ (see README.md); the work is done by :func:`lightning_modules.tasks.train`.
+Configs live in conf/ (see README.md); the work is done by :func:`lightning_modules.training_task.train`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from lightning_modules.config_resolvers import register_resolvers
 from lightning_modules.console import bad_input_reported
-from lightning_modules.tasks import train
+from lightning_modules.training_task import train
 
 register_resolvers()
 

@@ -21,7 +21,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datamodules import CIFAR10DataModule
-from datamodules.base import ImageDataModule, TensorImageDataset
+from datamodules.base import ImageDataModule
+from datamodules.datasets import TensorImageDataset
 from datamodules.folder import ImageFolderDataModule
 
 NUM_JPEGS, NUM_CLASSES = 256, 4
@@ -32,7 +33,7 @@ class InMemoryCIFAR10(CIFAR10DataModule):
 
     num_images = 4096
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (self.num_images, 3, 32, 32), dtype=torch.uint8, generator=generator)
         pool = TensorImageDataset(images, torch.arange(self.num_images) % 10)

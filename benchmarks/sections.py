@@ -14,8 +14,8 @@ import torch
 
 from benchmarks.cases import PROBE, Case
 from benchmarks.records import TITLES, TWINS
-from datamodules.base import default_workers, usable_cores
 from datamodules.configs import compose
+from datamodules.cpu_cores import default_workers, usable_cores
 from lightning_modules.config_resolvers import register_resolvers
 from resattn import get_variant
 

@@ -6,11 +6,12 @@ dataclass (the keys of its ``conf/data`` YAML), and share the split policy descr
 (validation carved from the training set; the test split only for ``test_dataloader``). Recipes: docs/paper.md §5.
 """
 
-from datamodules.base import DataOptions, ImageDataModule
+from datamodules.base import ImageDataModule
 from datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule
 from datamodules.cluttered import ClutteredFashionMNISTDataModule
 from datamodules.fashion_mnist import FashionMNISTDataModule
 from datamodules.folder import ImageFolderDataModule, ImageNetDataModule
+from datamodules.options import DataOptions
 from datamodules.synthetic import SyntheticDataModule
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Shared LightningDataModule machinery: config validation, deterministic splits and subsets, DataLoaders.
+"""The base class of every datamodule: its options, the split policy, label noise and DataLoaders.
 
 Split policy (docs/design.md §5): the validation split used for model selection is carved deterministically from the
 TRAINING set (``val_fraction``, ``split_seed``); the test split is only served by ``test_dataloader``. docs/paper.md §7
@@ -7,7 +7,6 @@ item 17 is the counter-example this avoids (a port that selects its model on the
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,196 +18,16 @@ from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from datamodules.cpu_cores import default_workers
+from datamodules.datasets import TensorImageDataset, TransformedSubset
+from datamodules.errors import DataDownloadError
 from datamodules.gpu_resident import BatchAugmentation, DeviceBatchLoader
 from datamodules.label_noise import RelabeledDataset, dataset_labels, flip_fraction, noisy_labels
-from datamodules.resumable import ResumableLoader, sample_seed, seeded
-from input_conventions import FAMILIES
+from datamodules.options import DataOptions
+from datamodules.resumable import ResumableLoader
+from datamodules.splits import global_seed, limited, seeded_order, split_indices
 
 log = logging.getLogger(__name__)
-
-
-class DataDownloadError(RuntimeError):
-    """A dataset download failed (no network, moved URL); the message says how to place the files by hand."""
-
-
-class DamagedDataError(OSError):
-    """A file of the data that cannot be read (an image, a shard chunk or index): the message names it and the remedy.
-
-    Raised in a DataLoader worker, it reaches the training process re-made from the worker's report (torch raises
-    ``type(err)(report)``, the report being the worker's traceback): the message is then the original one again and
-    the worker's traceback a note, which the traceback in the run's log shows and the console's one message does
-    not."""
-
-    def __init__(self, message: str) -> None:
-        relayed = message.startswith("Caught ") and "Original Traceback" in message
-        marker = f"{type(self).__name__}: "
-        super().__init__(message.rsplit(marker, 1)[-1].strip() if relayed and marker in message else message)
-        if relayed:
-            self.add_note(message)
-
-
-class TensorImageDataset(Dataset):
-    """In-memory uint8 images ``(N, C, H, W)`` with integer labels; an item is a ``(C, H, W)`` uint8 tensor."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
-        self.labels = labels.long()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], int(self.labels[index])
-
-
-class TransformedSubset(Dataset):
-    """``indices`` into ``dataset`` with this split's own transform (train and val share one decoded dataset).
-
-    An ``(epoch, index)`` key (from :class:`datamodules.resumable.EpochSampler`) seeds the item's random
-    augmentation with ``(seed, epoch, index)``, so augmentations do not depend on workers or restarts.
-    """
-
-    def __init__(
-        self, dataset: Dataset, indices: Sequence[int], transform: Callable[[Any], Any], seed: int = 0
-    ) -> None:
-        self.dataset = dataset
-        self.indices = list(indices)
-        self.transform = transform
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int]:
-        if isinstance(key, tuple):
-            epoch, index = key
-            image, label = self.dataset[self.indices[index]]
-            with seeded(sample_seed(self.seed, epoch, index)):
-                return self._transformed(image, self.indices[index]), label
-        image, label = self.dataset[self.indices[key]]
-        return self._transformed(image, self.indices[key]), label
-
-    def _transformed(self, image: Any, position: int) -> Any:
-        """``transform(image)``; an image that cannot be decoded is named by the dataset where it can
-        (``damaged_item(position, error)``: the shards' item and chunk, say)."""
-        try:
-            return self.transform(image)
-        except DamagedDataError as err:
-            name = getattr(self.dataset, "damaged_item", None)
-            if name is None:
-                raise
-            raise name(position, err) from err
-
-
-def global_seed() -> int:
-    """The seed given to ``lightning.seed_everything`` (0 without one): shuffling and augmentation follow it."""
-    return int(os.environ.get("PL_GLOBAL_SEED", 0))
-
-
-def seeded_order(n: int, seed: int) -> list[int]:
-    """A permutation of ``range(n)`` that depends only on ``n`` and ``seed``."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-
-
-def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministically split ``range(n)`` into ``(kept, carved)``, carving ``round(n * fraction)`` (at least 1).
-
-    Both lists are in the seeded random order, so taking a prefix gives a class-balanced random subset.
-    """
-    order = seeded_order(n, seed)
-    carved = min(n, max(1, round(n * fraction))) if fraction > 0 else 0
-    return order[carved:], order[:carved]
-
-
-def pixel_moments(images: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pixel E[x] and E[x^2] (float64, x in [0, 1]) of uint8 ``images[indices]``, in bounded-memory chunks."""
-    total = torch.zeros(images.shape[1:], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for chunk in torch.tensor(indices, dtype=torch.long).split(4096):
-        pixels = images[chunk].double() / 255.0
-        total += pixels.sum(0)
-        total_sq += pixels.square().sum(0)
-    count = max(1, len(indices))
-    return total / count, total_sq / count
-
-
-def cgroup_cpu_quota(
-    proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")
-) -> float | None:
-    """The CPU quota of this process's cgroup in cores (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), None
-    when there is none (containers and batch systems set one: the cores torch sees are then not the cores it gets)."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        path = path.lstrip("/")
-        try:
-            if controllers == "":
-                quota, period = (root / path / "cpu.max").read_text().split()[:2]
-            elif "cpu" in controllers.split(","):
-                folder = next(p for p in (root / "cpu" / path, root / "cpu") if p.is_dir())
-                quota = (folder / "cpu.cfs_quota_us").read_text().strip()
-                period = (folder / "cpu.cfs_period_us").read_text().strip()
-            else:
-                continue
-        except (OSError, StopIteration, ValueError):
-            continue
-        if quota not in ("max", "-1"):
-            return int(quota) / int(period)
-    return None
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may use: its affinity mask where the OS has one (taskset, a SLURM allocation),
-    else all of the machine's, and no more than its cgroup CPU quota rounded up; at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = cgroup_cpu_quota()
-    return max(1, min(cores, math.ceil(quota)) if quota is not None else cores)
-
-
-def default_workers(processes_per_node: int = 1, cap: int = 8) -> int:
-    """DataLoader workers per process when ``num_workers`` is null: this machine's usable CPU cores shared among
-    the node's training processes, at most ``cap`` (more rarely helps and costs memory), at least 1."""
-    return max(1, min(cap, usable_cores() // max(1, processes_per_node)))
-
-
-def _limit(indices: list[int], limit: int | None) -> list[int]:
-    """The first ``limit`` of ``indices`` (all when None), sorted for sequential reads."""
-    return sorted(indices if limit is None else indices[:limit])
-
-
-@dataclasses.dataclass(kw_only=True)
-class DataOptions:
-    """The options every datamodule accepts, i.e. the keys of ``conf/data/*.yaml``.
-
-    A datamodule's ``Options`` subclasses this (or its parent's ``Options``) to add its own options and to give
-    shared ones a default; ``ImageDataModule.__init__`` accepts exactly these fields as keyword arguments.
-    """
-
-    root: str
-    num_classes: int | None  # None: taken from the data in setup
-    in_chans: int
-    image_size: int
-    model_family: str
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    num_workers: int | None = None
-    pin_memory: bool | None = None
-    persistent_workers: bool = True
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    label_noise: float = 0.0
-    label_noise_seed: int = 0
-    gpu_resident: bool = False  # only where the subclass implements device_transform
-    random_erasing: float = 0.0  # probability of erasing a random box of a training image (after its transform)
 
 
 # How the error of a value in ``ImageDataModule.fixed`` names what the data impose ({} is the dataset's name).
@@ -220,7 +39,7 @@ class ImageDataModule(L.LightningDataModule):
 
     Subclasses declare their options in a nested ``Options`` dataclass (see :class:`DataOptions`) and the
     options their dataset imposes in ``fixed`` (the ``Options`` default is then the only value allowed; null
-    adopts it). They implement ``_load`` (returns the training pool, the test set and the class names, as
+    adopts it). They implement ``load_splits`` (returns the training pool, the test set and the class names, as
     undecoded datasets whose items go through ``train_transform()`` / ``eval_transform()``), set ``mean`` and
     ``std`` (as class attributes or in ``__init__``), and may override ``_fit_statistics`` (normalisation computed
     on the training split) and ``device_transform`` (which makes ``gpu_resident=True`` available).
@@ -240,36 +59,8 @@ class ImageDataModule(L.LightningDataModule):
         # num_classes may be found in the data (None in the config): it is the attribute, logged by the module.
         del hparams["num_classes"]
         self.save_hyperparameters(hparams)
-        if config.model_family not in FAMILIES:
-            raise ValueError(f"model_family must be one of {FAMILIES}, got {config.model_family!r}")
-        minimums = {
-            "num_classes": 1,
-            "in_chans": 1,
-            "image_size": 1,
-            "batch_size": 1,
-            "eval_batch_size": 1,
-            "num_workers": 0,
-            "max_train_samples": 1,
-            "max_eval_samples": 1,
-        }
-        for name, minimum in minimums.items():
-            value = getattr(config, name)
-            if value is not None and value < minimum:
-                raise ValueError(f"{name} must be >= {minimum} (or null where allowed), got {value}")
-        if not 0 <= config.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
-        if not 0 <= config.label_noise < 1:
-            raise ValueError(
-                f"label_noise must be in [0, 1) (the noise level 1 - r, docs/paper.md §5.2), got {config.label_noise}"
-            )
         if config.gpu_resident and type(self).device_transform is ImageDataModule.device_transform:
             raise ValueError(f"{type(self).__name__} has no GPU-resident data path: set data.gpu_resident=false")
-        if not 0 <= config.random_erasing <= 1:
-            raise ValueError(f"random_erasing is a probability in [0, 1], got {config.random_erasing}")
-        if config.gpu_resident and config.random_erasing > 0:
-            raise ValueError(
-                "random erasing has no GPU-resident form: set data.random_erasing=0 or data.gpu_resident=false"
-            )
         self.root = os.path.abspath(os.path.expanduser(config.root)) if config.root else config.root
         self.num_classes = config.num_classes
         self.in_chans = config.in_chans
@@ -304,7 +95,7 @@ class ImageDataModule(L.LightningDataModule):
         return cls.Options(**options)
 
     # ---- subclass hooks -------------------------------------------------------------------------------------
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         """Return ``(training pool, test set, class names)``; raise FileNotFoundError with instructions if absent."""
         raise NotImplementedError
 
@@ -371,12 +162,12 @@ class ImageDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        pool, test, class_names = self._load()
+        pool, test, class_names = self.load_splits()
         self._check_config("num_classes", len(class_names), f"classes in {type(self).__name__} data at {self.root}")
         kept, carved = split_indices(len(pool), hp.val_fraction, hp.split_seed)
-        train_indices = _limit(kept, hp.max_train_samples)
-        val_indices = _limit(carved, hp.max_eval_samples)
-        test_indices = _limit(seeded_order(len(test), hp.split_seed), hp.max_eval_samples)
+        train_indices = limited(kept, hp.max_train_samples)
+        val_indices = limited(carved, hp.max_eval_samples)
+        test_indices = limited(seeded_order(len(test), hp.split_seed), hp.max_eval_samples)
         self._fit_statistics(pool, train_indices)
         self.class_names = list(class_names)
         train_pool = self._noisy_pool(pool, train_indices) if hp.label_noise > 0 else pool

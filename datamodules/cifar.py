@@ -18,9 +18,11 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.base import ImageDataModule
+from datamodules.datasets import TensorImageDataset
 from datamodules.gpu_resident import BatchAugmentation
-from datamodules.transforms import cifar_transform
+from datamodules.options import DataOptions
+from datamodules.transforms import cifar_transform, pixel_moments
 from input_conventions import CIFAR10_MEAN, CIFAR100_MEAN, CIFAR_STD
 
 CIFAR_PAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -87,7 +89,7 @@ class CIFAR10DataModule(ImageDataModule):
                 "exists; then run without data.download=true.",
             )
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         files = self._expected_files()
         missing = [name for name, _ in files if not (self.folder / name).is_file()]
         if missing:

@@ -39,7 +39,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import Dataset
 
-from datamodules.base import TensorImageDataset
+from datamodules.datasets import TensorImageDataset
 from datamodules.fashion_mnist import FashionMNISTDataModule
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._check_config("image_size", self.hparams.canvas_size, "the canvas side, data.canvas_size")
-        self.pool_boxes: torch.Tensor | None = None  # (N, 4) of the training pool, set by _load
+        self.pool_boxes: torch.Tensor | None = None  # (N, 4) of the training pool, set by load_splits
         self.test_boxes: torch.Tensor | None = None
 
     def cache_path(self, digest: str) -> Path:
@@ -184,8 +184,8 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
         options = ("canvas_size", "num_fragments", "fragment_size", "clutter_seed")
         return {"format_version": FORMAT_VERSION, "source": digest, **{key: hp[key] for key in options}}
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
-        train, test, class_names = super()._load()
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
+        train, test, class_names = super().load_splits()
         sources = {"train": train, "test": test}
         splits = self._cached_canvases(sources)
         self.pool_boxes, self.test_boxes = (splits[split]["boxes"] for split in SPLITS)

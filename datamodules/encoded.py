@@ -21,9 +21,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from datamodules.base import DamagedDataError, DataOptions, ImageDataModule
+from datamodules.base import ImageDataModule
+from datamodules.errors import DamagedDataError
 from datamodules.folder import DECODE_ERRORS, PIL_MODES
 from datamodules.gpu_decode import DrawCrop, EvalImage, TrainCrop, decode_batch, keep_encoded
+from datamodules.options import DataOptions
 from datamodules.transforms import imagenet_statistics, imagenet_transform
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 class DecodePIL:
     """Encoded image bytes -> a fully decoded PIL image in ``mode``; a broken file raises a DamagedDataError (the
-    dataset that holds it names it: :meth:`datamodules.base.TransformedSubset._transformed`)."""
+    dataset that holds it names it: :meth:`datamodules.datasets.TransformedSubset._transformed`)."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode

@@ -20,9 +20,11 @@ from torchvision.datasets import FashionMNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset, pixel_moments
+from datamodules.base import ImageDataModule
+from datamodules.datasets import TensorImageDataset
 from datamodules.gpu_resident import BatchAugmentation
-from datamodules.transforms import small_image_transform
+from datamodules.options import DataOptions
+from datamodules.transforms import pixel_moments, small_image_transform
 from input_conventions import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -68,6 +70,7 @@ class FashionMNISTDataModule(ImageDataModule):
         flip: bool = True  # training images flipped left-right with probability 0.5
 
         def __post_init__(self) -> None:
+            super().__post_init__()
             if self.crop_padding < 0:
                 raise ValueError(f"crop_padding must be >= 0 (0: no random crop), got {self.crop_padding}")
 
@@ -106,7 +109,7 @@ class FashionMNISTDataModule(ImageDataModule):
                 f"{Path(self.root) / 'FashionMNIST' / 'raw'}; then run without data.download=true.",
             )
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         files = self.find_files()
         if files is None:
             looked = ", ".join(str(d) for d in self.search_dirs())

@@ -18,7 +18,11 @@ from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from datamodules.base import DamagedDataError, DataOptions, ImageDataModule, split_indices, usable_cores
+from datamodules.base import ImageDataModule
+from datamodules.cpu_cores import usable_cores
+from datamodules.errors import DamagedDataError
+from datamodules.options import DataOptions
+from datamodules.splits import split_indices
 from datamodules.transforms import imagenet_statistics, imagenet_transform
 
 log = logging.getLogger(__name__)
@@ -146,7 +150,7 @@ class ImageFolderDataModule(_FolderDataModule):
             "by data.val_fraction and data.test_fraction). Point data.root=... at such a folder."
         )
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         root = Path(self.root)
         hint = self._layout_hint(root)
         if not root.is_dir():
@@ -179,7 +183,7 @@ class ImageNetDataModule(_FolderDataModule):
     fixed = ("in_chans",)
     dataset_name = "ImageNet"
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         root = Path(self.root)
         train_dir, val_dir = root / "train", root / "val"
         hint = (

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from datamodules.base import split_indices
 from datamodules.encoded import EncodedImageDataModule
 from datamodules.optional import require
+from datamodules.splits import split_indices
 
 SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what save_to_disk writes at the top of its folder
 
@@ -97,6 +97,7 @@ class HFDataModule(EncodedImageDataModule):
         label_column: str = "label"
 
         def __post_init__(self) -> None:
+            super().__post_init__()
             if (self.name is None) == (self.path is None):
                 raise ValueError(
                     "data=hf needs exactly one source: data.name=<Hub dataset id> or data.path=<local copy>, "
@@ -165,7 +166,7 @@ class HFDataModule(EncodedImageDataModule):
             feature = dataset.features[hp.image_column]
             raise ValueError(f"column {hp.image_column!r} of {self.source} holds {feature}, not an Image feature")
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         hp = self.hparams
         splits = self._open()
         train = self._split(splits, hp.train_split)

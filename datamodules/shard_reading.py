@@ -1,14 +1,11 @@
 """Reading the shards that ``python -m datamodules.shards`` writes, with litdata (imported here: the ``streaming``
 extra; :mod:`datamodules.streaming` imports this module only after checking it is installed).
 
-A split is one litdata dataset (``<input_dir>/<split>/index.json`` + ``chunk-*.bin``) whose items are
-``{"index": i, "source": s, "image": <encoded bytes>, "label": y}`` (``i`` the item's position in the shards,
-``s`` its index in the converted dataset), and whose ``index.json`` also holds
-``"resattn": {"class_names": [...], "labels": [...]}`` (all labels, so that label noise and the class count need
-no pass over the images). Training streams shuffled chunks through litdata's ``StreamingDataLoader``
+The format (a litdata dataset per split, plus the converter's labels and class names) is
+:mod:`datamodules.shard_format`. Training streams shuffled chunks through litdata's ``StreamingDataLoader``
 (:class:`TrainingShards`); validation and test read items by position (:class:`ShardImages`).
 
-Damaged shards give one message naming the file and the remedy (:class:`datamodules.base.DamagedDataError`): a local
+Damaged shards give one message naming the file and the remedy (:class:`datamodules.errors.DamagedDataError`): a local
 split is checked before training (:func:`check_split`: its index readable, every chunk it lists present at the size
 it lists, one ``stat`` per chunk), and a chunk that cannot be read during training (a remote one that does not
 arrive, a local one removed since) or an image that cannot be decoded is named at the step where it happens,
@@ -27,19 +24,14 @@ import torch
 from litdata.streaming.sampler import ChunkedIndex
 from torch.utils.data import Dataset
 
-from datamodules.base import DamagedDataError
+from datamodules.errors import DamagedDataError
 from datamodules.resumable import sample_seed, seeded
-from datamodules.streaming import INDEX_FILE, METADATA_KEY
+from datamodules.shard_format import INDEX_FILE, split_url
 
 REMEDY = (
     "copy the shards again from where they were written, or write them again with `python -m datamodules.shards "
     "OUT data=<choice> ...` (README: Data at scale); rerunning the command then resumes the run"
 )
-
-
-def split_url(input_dir: str, split: str) -> str:
-    """The location of one split: a sub-folder of a local folder or of a URL (``s3://bucket/shards/train``)."""
-    return f"{input_dir.rstrip('/')}/{split}"
 
 
 def check_split(split_dir: str) -> None:
@@ -94,24 +86,6 @@ def open_split(
     return cls(split_url(input_dir, split), cache_dir=cache_dir, **options)
 
 
-def read_metadata(dataset: litdata.StreamingDataset, where: str) -> dict[str, Any]:
-    """The converter's entry of the split's ``index.json`` (litdata has copied a remote one into its cache),
-    checked against the number of items the index lists."""
-    path = os.path.join(dataset.input_dir.path, INDEX_FILE)
-    with open(path) as f:
-        index = json.load(f)
-    if METADATA_KEY not in index:
-        raise ValueError(
-            f"{where} has no class names and labels in its {INDEX_FILE}: it was not written by "
-            "`python -m datamodules.shards`; convert the data with that command"
-        )
-    metadata = index[METADATA_KEY]
-    items = sum(chunk["chunk_size"] for chunk in index["chunks"])
-    if items != len(metadata["labels"]):
-        raise ValueError(f"{where} holds {items} images but its {INDEX_FILE} lists {len(metadata['labels'])} labels")
-    return metadata
-
-
 class ShardImages(Dataset):
     """A split as ``(encoded bytes, label)`` items read by position (validation and test; the pool's labels).
 
@@ -137,7 +111,7 @@ class ShardImages(Dataset):
         return item["image"], int(self.labels[index])
 
     def damaged_item(self, index: int, error: DamagedDataError) -> DamagedDataError:
-        """An image of the split that cannot be decoded, named (see :class:`datamodules.base.TransformedSubset`)."""
+        """An image of the split that cannot be decoded, named (see :class:`datamodules.datasets.TransformedSubset`)."""
         return damaged_image(self.dataset, index, error)
 
 
@@ -154,7 +128,7 @@ def damaged_image(dataset: litdata.StreamingDataset, index: int, error: DamagedD
 class TrainingShards(litdata.StreamingDataset):
     """Shuffled training items as ``(transformed image, label)``: the label from ``labels`` (noisy labels
     included) and the random augmentation seeded by ``(seed, epoch, position in the shards)``, as
-    :class:`datamodules.base.TransformedSubset` seeds it, so a resumed run sees the same augmentations."""
+    :class:`datamodules.datasets.TransformedSubset` seeds it, so a resumed run sees the same augmentations."""
 
     transform_image: Callable[[bytes], Any] | None = None
     labels: torch.Tensor | None = None

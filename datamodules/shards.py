@@ -7,7 +7,7 @@ of items within a chunk, so a chunk must not hold one class, as an ImageFolder i
 to ``OUT/test`` in its own order; each split is written by ``litdata.optimize``, with a progress bar. Image files
 keep their bytes (a JPEG stays the same JPEG, so GPU decoding applies); in-memory images (Fashion-MNIST, CIFAR) are
 stored as PNG. Each split's ``index.json`` also gets the class names and all labels (see
-:mod:`datamodules.shard_reading`). Upload ``OUT`` as it is to stream it from an object store.
+:mod:`datamodules.shard_format`). Upload ``OUT`` as it is to stream it from an object store.
 
 The command prints the ``train.py`` options for the shards: the source config's image size and model family, or,
 where its images are smaller than that size (a folder of 32-pixel images under ``data=folder``'s 224), their own
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import multiprocessing
 import os
 import statistics
@@ -36,10 +35,13 @@ from torchvision.datasets import DatasetFolder
 from torchvision.io import encode_png
 from torchvision.transforms.v2 import functional as F
 
-from datamodules.base import ImageDataModule, TensorImageDataset, seeded_order, usable_cores
+from datamodules.base import ImageDataModule
+from datamodules.cpu_cores import usable_cores
+from datamodules.datasets import TensorImageDataset
 from datamodules.label_noise import dataset_labels
 from datamodules.optional import require
-from datamodules.streaming import INDEX_FILE, METADATA_KEY, SPLITS
+from datamodules.shard_format import SPLITS, write_metadata
+from datamodules.splits import seeded_order
 
 
 def encoded_item(dataset: Dataset, index: int) -> tuple[bytes, int]:
@@ -71,14 +73,6 @@ class EncodeItem:
         position, source = position_and_source
         image, label = encoded_item(self.dataset, source)
         return {"index": position, "source": source, "image": image, "label": label}
-
-
-def add_metadata(split_dir: Path, metadata: dict[str, Any]) -> None:
-    """Add the converter's entry to the ``index.json`` litdata wrote for a split."""
-    path = split_dir / INDEX_FILE
-    index = json.loads(path.read_text())
-    index[METADATA_KEY] = metadata
-    path.write_text(json.dumps(index))
 
 
 @contextlib.contextmanager
@@ -113,7 +107,7 @@ def write_shards(
     count of each split."""
     litdata = require("litdata", "python -m datamodules.shards")
     datamodule.prepare_data()
-    pool, test, class_names = datamodule._load()
+    pool, test, class_names = datamodule.load_splits()
     methods = multiprocessing.get_all_start_methods()
     counts = {}
     for split, dataset in zip(SPLITS, (pool, test), strict=True):
@@ -134,7 +128,7 @@ def write_shards(
                 verbose=verbose,
             )
         labels = dataset_labels(dataset)[order].tolist()
-        add_metadata(out / split, {"class_names": list(class_names), "labels": labels})
+        write_metadata(out / split, {"class_names": list(class_names), "labels": labels})
         counts[split] = len(dataset)
     return counts
 

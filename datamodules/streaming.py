@@ -21,16 +21,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.base import default_workers, global_seed
+from datamodules.cpu_cores import default_workers
 from datamodules.encoded import EncodedImageDataModule
 from datamodules.label_noise import dataset_labels
 from datamodules.optional import require
+from datamodules.shard_format import INDEX_FILE, SPLITS, is_remote, read_metadata, split_url
+from datamodules.splits import global_seed
 
 # litdata asks PyPI for a newer version of itself whenever a dataset is opened (30 s timeout): not from training jobs
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
-SPLITS = ("train", "test")
-INDEX_FILE, METADATA_KEY = "index.json", "resattn"  # litdata's index of a split; the converter's entry in it
-REMOTE_PREFIXES = ("s3://", "gs://", "azure://", "r2://", "local:")  # litdata's remote schemes (local: for tests)
 
 
 class StreamingDataModule(EncodedImageDataModule):
@@ -45,7 +44,7 @@ class StreamingDataModule(EncodedImageDataModule):
         require("litdata", "data=streaming")
         super().__init__(**options)
         input_dir = self.hparams.input_dir
-        self.input_dir = input_dir if input_dir.startswith(REMOTE_PREFIXES) else os.path.abspath(input_dir)
+        self.input_dir = input_dir if is_remote(input_dir) else os.path.abspath(input_dir)
 
     def _open(self, split: str, *, training: bool = False) -> Any:
         """A split of the shards: for training a shuffled, ``drop_last`` :class:`TrainingShards`."""
@@ -56,11 +55,11 @@ class StreamingDataModule(EncodedImageDataModule):
             options |= {"cls": TrainingShards, "shuffle": True, "drop_last": True, "seed": global_seed()}
         return open_split(self.input_dir, split, self.root, **options)
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
-        from datamodules.shard_reading import ShardImages, check_split, read_metadata, split_url
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
+        from datamodules.shard_reading import ShardImages, check_split
 
         index = f"{split_url(self.input_dir, 'train')}/{INDEX_FILE}"
-        local = not self.input_dir.startswith(REMOTE_PREFIXES)
+        local = not is_remote(self.input_dir)
         if local and not os.path.isfile(index):
             raise FileNotFoundError(
                 f"no shards at {self.input_dir} ({index} does not exist). Write them with `python -m "
@@ -72,7 +71,7 @@ class StreamingDataModule(EncodedImageDataModule):
             if local:  # a remote split's chunks are checked as they are downloaded
                 check_split(split_url(self.input_dir, split))
             dataset = self._open(split)
-            metadata = read_metadata(dataset, split_url(self.input_dir, split))
+            metadata = read_metadata(dataset.input_dir.path, split_url(self.input_dir, split))
             splits.append((ShardImages(dataset, torch.as_tensor(metadata["labels"])), list(metadata["class_names"])))
         (pool, class_names), (test, test_class_names) = splits
         if test_class_names != class_names:

@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from datamodules.base import DataOptions, ImageDataModule, TensorImageDataset
+from datamodules.base import ImageDataModule
+from datamodules.datasets import TensorImageDataset
 from datamodules.gpu_resident import BatchAugmentation
+from datamodules.options import DataOptions
 
 PATTERN_GRID = 4  # side of the per-class pattern before upsampling
 PIXEL_SCALE = 48.0  # uint8 units per unit of pattern or noise, around a mid-grey of 127.5
@@ -65,7 +67,7 @@ class SyntheticDataModule(ImageDataModule):
         self.mean = (0.5,) * self.in_chans
         self.std = (PIXEL_SCALE * (1 + hp.noise**2) ** 0.5 / 255.0,) * self.in_chans
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         hp = self.hparams
         spec = (self.num_classes, self.in_chans, self.image_size, hp.noise, hp.seed)
         train = make_synthetic_images(hp.num_train_samples, *spec, stream=1)

@@ -58,3 +58,15 @@ def imagenet_transform(image_size: int, mean: tuple[float, ...], std: tuple[floa
         geometry = [v2.Resize(eval_resize(image_size), antialias=True), v2.CenterCrop(image_size)]
     to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
     return v2.Compose([*geometry, *to_tensor])
+
+
+def pixel_moments(images: torch.Tensor, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel E[x] and E[x^2] (float64, x in [0, 1]) of uint8 ``images[indices]``, in bounded-memory chunks."""
+    total = torch.zeros(images.shape[1:], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for chunk in torch.tensor(indices, dtype=torch.long).split(4096):
+        pixels = images[chunk].double() / 255.0
+        total += pixels.sum(0)
+        total_sq += pixels.square().sum(0)
+    count = max(1, len(indices))
+    return total / count, total_sq / count

@@ -89,7 +89,7 @@ class LastCheckpoint(Checkpoint):
         stop = stop_requested(trainer)  # collective under DDP: every rank asks at every step
         if stop or trainer.global_step % self.every_n_train_steps == 0:
             self.save(trainer)
-        if stop:  # every rank, at this step, once last.ckpt holds it; train.py reports it (lightning_modules.tasks)
+        if stop:  # every rank, at this step, once last.ckpt holds it; training_task.py reports it
             raise SIGTERMException
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

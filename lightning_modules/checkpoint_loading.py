@@ -3,6 +3,7 @@ errors that name both sides. Reading the files safely is :mod:`resattn.checkpoin
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import timm
 
 from lightning_modules.classifier import ImageClassifier
 from resattn import pretrained
-from resattn.checkpoints import NETWORK_HPARAMS, CheckpointError, current_hparams, load_weights, read_checkpoint
+from resattn.checkpoints import NETWORK_HPARAMS, CheckpointError, load_weights, read_checkpoint
 
 
 def describe_network(hparams: Mapping[str, Any]) -> str:
@@ -19,14 +20,14 @@ def describe_network(hparams: Mapping[str, Any]) -> str:
     text = (
         f"{hparams.get('arch')!r} for {hparams.get('num_classes')} classes, {hparams.get('in_chans')} input channel(s)"
     )
-    options = current_hparams(hparams).get("net")
+    options = hparams.get("net")
     return f"{text}, options {options}" if options else text
 
 
 def check_fits(path: str | Path, checkpoint: Mapping[str, Any], model: ImageClassifier) -> None:
     """Raise one :class:`CheckpointError` naming both networks when the checkpoint's weights cannot be loaded into
     ``model`` (different architecture, classes, channels or network options)."""
-    saved = current_hparams(checkpoint.get("hyper_parameters") or {})
+    saved = checkpoint.get("hyper_parameters") or {}
     wanted = dict(model.hparams)
     hparams_differ = any((saved.get(key) or None) != (wanted.get(key) or None) for key in NETWORK_HPARAMS)
     own = model.state_dict()
@@ -49,7 +50,7 @@ def load_classifier(
     """``ImageClassifier`` from a checkpoint, checked against the expected class count, input channels and
     architecture."""
     checkpoint = read_checkpoint(path, lazy=True)
-    hparams = current_hparams(checkpoint.get("hyper_parameters") or {})
+    hparams = checkpoint.get("hyper_parameters") or {}
     if "arch" not in hparams or "num_classes" not in hparams:
         raise CheckpointError(f"{path} holds no ImageClassifier hyper-parameters (arch, num_classes)")
     if num_classes is not None and hparams["num_classes"] != num_classes:
@@ -66,6 +67,12 @@ def load_classifier(
         )
     if arch is not None and hparams["arch"] != arch:
         raise CheckpointError(f"{path} holds architecture {hparams['arch']!r}, but the config asks for {arch!r}")
+    unknown = sorted(set(hparams) - set(inspect.signature(ImageClassifier).parameters))
+    if unknown:
+        raise CheckpointError(
+            f"{path} holds hyper-parameters that ImageClassifier does not take ({', '.join(unknown)}): it was written "
+            "by another version of this code. Train it again, or load it with the version that wrote it"
+        )
     model = ImageClassifier(**hparams)
     load_weights(model, checkpoint["state_dict"], path, f"its own architecture {describe_network(hparams)}")
     return model.to(map_location)

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 
-from datamodules.base import DamagedDataError, DataDownloadError
+from datamodules.errors import DamagedDataError, DataDownloadError
 from datamodules.optional import MissingExtraError
 from lightning_modules.classifier import NonFiniteLossError
 from lightning_modules.run_directory import RunLockedError

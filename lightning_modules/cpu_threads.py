@@ -24,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from datamodules.base import usable_cores
+from datamodules.cpu_cores import usable_cores
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,6 @@ from torch import nn
 from resattn.net import ResidualAttentionNet
 from resattn.variants import list_variants
 
-# Checkpoints written before the network's options became one `net` node kept them in two.
-LEGACY_NET_HPARAMS = ("model_kwargs", "variant_overrides")
 # The hyper-parameters of a training checkpoint that decide the network's structure, i.e. whether its weights fit.
 NETWORK_HPARAMS = ("arch", "num_classes", "in_chans", "net")
 
@@ -67,15 +65,6 @@ def read_checkpoint(path: str | Path, *, lazy: bool = False) -> dict[str, Any]:
     return checkpoint
 
 
-def current_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """A training checkpoint's ``hparams`` in today's form (older ones: ``net`` from the two old keys)."""
-    upgraded = {k: v for k, v in hparams.items() if k not in LEGACY_NET_HPARAMS}
-    legacy = [hparams[k] or {} for k in LEGACY_NET_HPARAMS if k in hparams]
-    if legacy:
-        upgraded["net"] = {**{k: v for part in legacy for k, v in part.items()}, **(hparams.get("net") or {})}
-    return upgraded
-
-
 def build_network(
     arch: str, num_classes: int | None = None, in_chans: int | None = None, net: Mapping[str, Any] | None = None
 ) -> nn.Module:
@@ -114,7 +103,7 @@ def network_from_file(path: str | Path, variant: str | None = None, **options: A
     """
     saved = load_file(path)
     if isinstance(saved, dict) and "state_dict" in saved:
-        hparams = current_hparams(saved.get("hyper_parameters") or {})
+        hparams = saved.get("hyper_parameters") or {}
         variant = variant or hparams.get("arch")
         options = {
             "num_classes": hparams.get("num_classes"),

@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from datamodules.base import usable_cores
+from datamodules.cpu_cores import usable_cores
+from lightning_modules.config_resolvers import register_resolvers
 
 # W&B never reaches a server from the tests (in-process loggers included), whatever the user's settings.
 os.environ["WANDB_MODE"] = "offline"

@@ -13,9 +13,10 @@ from files import truncate, write_image, write_tree
 from helpers import SMOKE, SMOKE_DATA, compose_config, run_script
 from torchvision.datasets import CIFAR10, FashionMNIST
 
-from datamodules.base import DataDownloadError
+from datamodules.errors import DataDownloadError
 from lightning_modules import ImageClassifier
-from lightning_modules.tasks import evaluate, train
+from lightning_modules.evaluation_task import evaluate
+from lightning_modules.training_task import train
 from resattn.checkpoints import CheckpointError
 
 UNREACHABLE = "http://127.0.0.1:9/"  # the discard port: the connection is refused at once, as without network

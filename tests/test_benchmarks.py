@@ -14,7 +14,7 @@ from benchmarks.cases import Case
 from benchmarks.run import main, parse_args, record, write_csv
 from benchmarks.sections import resattn_default, sharing
 from benchmarks.worker import NEIGHBOUR, run_in_process
-from datamodules.base import default_workers, usable_cores
+from datamodules.cpu_cores import default_workers, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "benchmarks" / "results"

@@ -19,7 +19,7 @@ from PIL import Image
 from datamodules import ClutteredFashionMNISTDataModule, FashionMNISTDataModule
 from datamodules.cluttered import clutter_generator, make_canvases, object_boxes
 from datamodules.fashion_mnist import DEBIAN_DIR
-from lightning_modules.tasks import train
+from lightning_modules.training_task import train
 
 SIZES = {"train": 300, "t10k": 100}
 FAST = dict(num_workers=0, batch_size=16)
@@ -28,7 +28,7 @@ FAST = dict(num_workers=0, batch_size=16)
 @pytest.fixture(scope="module")
 def real_images() -> dict[str, torch.Tensor]:
     """The first training and test images of the real Fashion-MNIST (Debian package), ``(N, 28, 28)`` uint8."""
-    pool, test, _ = FashionMNISTDataModule(root=DEBIAN_DIR)._load()
+    pool, test, _ = FashionMNISTDataModule(root=DEBIAN_DIR).load_splits()
     return {"train": pool.images[: SIZES["train"], 0], "test": test.images[: SIZES["t10k"], 0]}
 
 
@@ -43,7 +43,7 @@ def write_split_files(folder: Path, images: dict[str, np.ndarray], labels: dict[
 @pytest.fixture(scope="module")
 def small_fmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """300 training and 100 test images of the real Fashion-MNIST as IDX files (the datamodule's ``system_dir``)."""
-    pool, test, _ = FashionMNISTDataModule(root=DEBIAN_DIR)._load()
+    pool, test, _ = FashionMNISTDataModule(root=DEBIAN_DIR).load_splits()
     sources = {"train": pool, "t10k": test}
     images = {s: sources[s].images[:n, 0].numpy() for s, n in SIZES.items()}
     labels = {s: sources[s].labels[:n].numpy() for s, n in SIZES.items()}

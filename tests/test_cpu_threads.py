@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datamodules.base import cgroup_cpu_quota, usable_cores
+from datamodules.cpu_cores import cgroup_cpu_quota, usable_cores
 from lightning_modules.cpu_threads import CpuThreads, _own_busy_seconds, fixed_threads, threads_for
 
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass"

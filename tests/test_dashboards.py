@@ -29,7 +29,8 @@ from wandb_workspaces.reports.v2 import internal as report_models
 from wandb_workspaces.workspaces import internal as workspace_models
 
 from analysis import dashboards
-from analysis.dashboards import Sweep, experiments, lr_key, named_keys
+from analysis.dashboard_sweeps import Sweep, experiments, lr_key
+from analysis.dashboard_views import Builder, named_keys
 from analysis.wandb_offline import OfflineRun, read_offline_run
 from datamodules.synthetic import SyntheticDataModule
 from lightning_modules import ImageClassifier
@@ -80,7 +81,7 @@ def search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], 
 
 
 def logged_keys(runs: list[OfflineRun]) -> dict[str, set[str]]:
-    """What the runs logged, by where a view looks it up (as :func:`analysis.dashboards.named_keys` sorts them)."""
+    """What the runs logged, by where a view looks it up (as :func:`analysis.dashboard_views.named_keys` sorts them)."""
     keys: dict[str, set[str]] = {"metrics": set(), "media": set(), "config": set(), "run": {"group", "createdAt"}}
     for run in runs:
         keys["metrics"] |= run.history_keys() | set(run.summary)
@@ -158,7 +159,7 @@ def test_every_experiment_builds_views_that_name_only_logged_keys(experiment: st
     logged = logged_keys(grid[2] + search[2])
     for overrides in ([], ["hparams_search=optuna"]):
         sweep = Sweep.load(experiment, overrides)
-        views = dashboards.Builder(sweep, "entity", "resattn").views()
+        views = Builder(sweep, "entity", "resattn").views()
         assert [v.kind for v in views] == (
             ["search"] if overrides else ["workspace", *(["report"] if sweep.table() else [])]
         )
@@ -178,7 +179,7 @@ def test_every_experiment_builds_views_that_name_only_logged_keys(experiment: st
 @pytest.mark.slow
 def test_the_grid_views_show_masks_curves_and_paper_numbers(grid: tuple) -> None:
     sweep = Sweep.load("table1", GRID)
-    workspace, report = dashboards.Builder(sweep, "entity", "resattn").views()
+    workspace, report = Builder(sweep, "entity", "resattn").views()
     named = named_keys(workspace.spec())
     assert named["media"] == {"attention_masks"}
     assert {"val/acc1", "train/loss", "lr-SGD", "test/acc1", "trainer/global_step"} <= named["metrics"]

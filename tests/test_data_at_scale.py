@@ -22,7 +22,7 @@ from datamodules.hf import HFDataModule
 from datamodules.shards import write_shards
 from datamodules.streaming import StreamingDataModule
 from lightning_modules import ImageClassifier
-from lightning_modules.tasks import train
+from lightning_modules.training_task import train
 
 pytest.importorskip("datasets", reason='needs the hf extra: pip install -e ".[hf]"')
 pytest.importorskip("litdata", reason='needs the streaming extra: pip install -e ".[streaming]"')

@@ -130,24 +130,18 @@ def test_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "batch 1, 31x19" in printed  # the odd, non-square size
 
 
-def test_load_network_reads_old_checkpoints_and_refuses_bad_files(tmp_path: Path) -> None:
+def test_load_network_reads_checkpoints_and_refuses_bad_files(tmp_path: Path) -> None:
     torch.manual_seed(0)
     source = timm.create_model("resattn_tiny_cifar", num_classes=4, in_chans=1, mask_type="channel").eval()
     weights = {f"net.{k}": v for k, v in source.state_dict().items()}
-    legacy = {  # hyper-parameters as checkpoints wrote them before the network's options became one `net` node
-        "arch": "resattn_tiny_cifar",
-        "num_classes": 4,
-        "in_chans": 1,
-        "model_kwargs": {"mask_type": "channel"},
-        "variant_overrides": {},
-    }
-    torch.save({"state_dict": weights, "hyper_parameters": legacy}, tmp_path / "old.ckpt")
+    hparams = {"arch": "resattn_tiny_cifar", "num_classes": 4, "in_chans": 1, "net": {"mask_type": "channel"}}
+    torch.save({"state_dict": weights, "hyper_parameters": hparams}, tmp_path / "run.ckpt")
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
-        torch.testing.assert_close(load_network(checkpoint=tmp_path / "old.ckpt")(x), source(x), rtol=0, atol=0)
+        torch.testing.assert_close(load_network(checkpoint=tmp_path / "run.ckpt")(x), source(x), rtol=0, atol=0)
 
     truncated = tmp_path / "truncated.ckpt"
-    truncated.write_bytes((tmp_path / "old.ckpt").read_bytes()[:2000])
+    truncated.write_bytes((tmp_path / "run.ckpt").read_bytes()[:2000])
     with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
         load_network(checkpoint=truncated)
 
@@ -164,9 +158,9 @@ def test_load_network_reads_old_checkpoints_and_refuses_bad_files(tmp_path: Path
     with pytest.raises(CheckpointError, match=r"neither a training checkpoint .* nor a network's state dict"):
         load_network(checkpoint=tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match=r"does not fit resattn_tiny_cifar .*'in_chans': 3.*stem\.conv\.weight"):
-        load_network(checkpoint=tmp_path / "old.ckpt", in_chans=3)
+        load_network(checkpoint=tmp_path / "run.ckpt", in_chans=3)
     with pytest.raises(ValueError, match="either --checkpoint or --pretrained"):
-        load_network(checkpoint=tmp_path / "old.ckpt", pretrained=True)
+        load_network(checkpoint=tmp_path / "run.ckpt", pretrained=True)
 
 
 def test_export_command_reports_a_damaged_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

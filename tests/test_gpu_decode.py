@@ -15,9 +15,9 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision.io import decode_image
 
-from datamodules.base import DataOptions
 from datamodules.encoded import DecodePIL, EncodedImageDataModule
 from datamodules.gpu_decode import DrawCrop, EvalImage, TrainCrop, decode_batch, header_size, keep_encoded
+from datamodules.options import DataOptions
 from datamodules.resumable import seeded
 from datamodules.transforms import imagenet_transform
 from input_conventions import IMAGENET_MEAN, IMAGENET_STD
@@ -83,7 +83,7 @@ def test_device_path_draws_what_the_cpu_path_draws_and_gives_the_same_pixels() -
 class EncodedMemory(EncodedImageDataModule):
     """The encoded-image datamodule over in-memory PNG/JPEG bytes (no optional dependency needed)."""
 
-    def _load(self) -> tuple[Dataset, Dataset, list[str]]:
+    def load_splits(self) -> tuple[Dataset, Dataset, list[str]]:
         data = encoded_images(24)
         pool = EncodedPool(data, torch.arange(24) % 3)
         return pool, pool, ["a", "b", "c"]

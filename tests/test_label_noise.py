@@ -10,7 +10,7 @@ from files import write_tree
 from torch.utils.data import Subset
 
 from datamodules import ImageFolderDataModule, SyntheticDataModule
-from datamodules.base import TensorImageDataset, TransformedSubset
+from datamodules.datasets import TensorImageDataset, TransformedSubset
 from datamodules.label_noise import (
     RelabeledDataset,
     apply_transition,

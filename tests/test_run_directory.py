@@ -20,10 +20,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from analysis.wandb_offline import read_offline_run
-from datamodules.base import DamagedDataError
+from datamodules.errors import DamagedDataError
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.run_directory import RunDirectory
-from lightning_modules.tasks import save_run_config, train
+from lightning_modules.training_task import save_run_config, train
 
 
 def the_run(cwd: Path, task: str = "train") -> Path:

@@ -17,7 +17,7 @@ from files import hf_dataset, truncate, write_idx_gz, write_image, write_jpeg_tr
 from helpers import compose_config
 from PIL import Image
 
-from datamodules.base import DamagedDataError
+from datamodules.errors import DamagedDataError
 from datamodules.folder import ImageFolderDataModule
 from datamodules.optional import MissingExtraError
 from datamodules.shards import main, write_shards

@@ -18,7 +18,7 @@ from analysis.wandb_offline import read_offline_run
 from lightning_modules import ImageClassifier
 from lightning_modules.eval_outputs import confusion_figure
 from lightning_modules.sweep_folder import sweep_name
-from lightning_modules.tasks import train
+from lightning_modules.training_task import train
 
 RUNS = Path("logs/train/runs")
 
