@@ -157,13 +157,18 @@ LOCALISATION_READING = (
 )
 
 
-def measures_markdown(measured: dict[str, Any]) -> str:
-    """The measures as markdown tables for a document, each with a sentence on how to read it."""
+def measures_markdown(measured: dict[str, Any], explain: bool = True) -> str:
+    """The measures as markdown tables for a document, each led by a sentence on how to read it (``explain``) or by
+    its name alone (where a document says how to read them once for several networks: :data:`READINGS`)."""
+
+    def lead(name: str) -> str:
+        return READINGS[name] if explain else f"{name.capitalize()}:"
+
     parts = []
     if "importance" in measured:
         found = measured["importance"]
         lines = [
-            IMPORTANCE_READING,
+            lead("importance"),
             "",
             "| masks | top-1 % | change, points | right only with real / only with replaced | McNemar p |",
             "|---|---|---|---|---|",
@@ -177,7 +182,7 @@ def measures_markdown(measured: dict[str, Any]) -> str:
         parts.append("\n".join(lines))
     if "amplitude" in measured:
         lines = [
-            AMPLITUDE_READING,
+            lead("amplitude"),
             "",
             "| module | C×H×W | logit std | logit std over positions | M, 5th–95th percentile | trunk scale |",
             "|---|---|---|---|---|---|",
@@ -192,7 +197,7 @@ def measures_markdown(measured: dict[str, Any]) -> str:
     if measured.get("localisation"):
         found = measured["localisation"]
         lines = [
-            f"{LOCALISATION_READING} Chance here: {found['box_share']:.3f}.",
+            f"{lead('localisation')} Chance here: {found['box_share']:.3f}.",
             "",
             "| module | mass in box | pointing hits | flat channels (counted as chance) |",
             "|---|---|---|---|",
@@ -205,6 +210,8 @@ def measures_markdown(measured: dict[str, Any]) -> str:
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
+
+READINGS = {"importance": IMPORTANCE_READING, "amplitude": AMPLITUDE_READING, "localisation": LOCALISATION_READING}
 
 # --- command line ----------------------------------------------------------------------------------------------
 
