@@ -5,6 +5,7 @@ the seeds both rows have, the mask measures and grids, and the document's sectio
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,15 @@ import torch
 from files import write_idx_gz
 from helpers import ROOT, compose_config
 from omegaconf import open_dict
+from test_experiments import sweep_jobs, table_values
 
 import analysis.figures as figures
 from analysis.results import main
 from analysis.run_data import finished_best_checkpoint, load_datamodule
 from analysis.runs import load_run
 from analysis.sections import section, sections_of, update_document
+from analysis.table_specs import load_tables
+from analysis.tables import cells_of
 from datamodules import FashionMNISTDataModule
 from datamodules.fashion_mnist import DEBIAN_DIR
 from lightning_modules.training_task import train
@@ -168,3 +172,23 @@ def test_sections_are_replaced_in_place_and_the_rest_kept(tmp_path: Path) -> Non
     document.write_text(document.read_text() + "\n" + section("a", "## A twice", "cmd 3"))
     with pytest.raises(ValueError, match="more than one section named a: keep one of each and rerun"):
         update_document(document, {"b": "## B\n"}, "cmd 4")
+
+
+@pytest.mark.parametrize("name", ["cluttered", "mask_decay"])
+def test_every_job_of_the_grid_lands_in_one_row(name: str, tmp_path: Path) -> None:
+    """Each setting of the experiment's sweep fills exactly one row, and every row is filled (mask_decay's rows
+    tell ``optimizer.mask_weight_decay: null`` from ``0.0``); a cluttered row's command trains that row."""
+    table = load_tables()[name]
+    jobs = [tuple(o for o in job if not o.startswith("seed=")) for job in sweep_jobs(name)]
+    rows = []
+    for job in sorted(set(jobs)):
+        cfg = compose_config("train", [f"experiment={name}", *job], tmp_path)
+        (cell,) = cells_of(table, table_values(cfg, name))
+        rows.append(cell[0])
+    assert sorted(rows) == list(range(len(table.rows)))
+    for i, row in enumerate(table.rows):
+        if row.command:
+            args = shlex.split(row.command)
+            (job,) = {tuple(o for o in j if not o.startswith("seed=")) for j in sweep_jobs(name, *args[4:])}
+            cfg = compose_config("train", [*args[3:], *job], tmp_path)
+            assert cells_of(table, table_values(cfg, name)) == [(i, 0)], row.label
