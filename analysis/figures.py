@@ -111,8 +111,8 @@ def plot_masks(trained: TrainedNetwork, path: Path, num_images: int = 8) -> Path
     if not heatmaps:
         return None
     boxes = trained.datamodule.boxes("test")[: len(images)] if hasattr(trained.datamodule, "boxes") else None
-    title = (
-        f"{trained.label}: {trained.model.hparams.arch}, attention masks M (mean over channels), test images"
-        f"{', object boxes in white' if boxes is not None else ''}, {trained.checkpoint.name}"
+    title = (  # two short lines: the grid of a small network is narrow
+        f"{trained.label}, {trained.checkpoint.name}\nmasks M (mean over channels) on test images"
+        f"{', object boxes in white' if boxes is not None else ''}"
     )
     return save_figure(mask_figure(images, heatmaps, labels, title, boxes=boxes), path)

@@ -133,7 +133,8 @@ def _params_text(table: Table, row: Row, runs: Sequence[Run]) -> str:
     found = sorted({run.params for run in runs if run.params is not None and _matches(run.values, row.match)})
     if not found and row.command:
         found = [command_params(row.command)]
-    ours = "/".join(f"{p / 1e6:.2f}" for p in found) if found and row.match else ("?" if row.match else "—")
+    shown = "/".join(f"{p / 1e6:.2f}" if p >= 1e6 else f"{p / 1e6:.3f}" for p in found)  # small nets: 3 decimals
+    ours = shown if found and row.match else ("?" if row.match else "—")
     return f"{ours} / {paper}" if table.has_paper_numbers else ours
 
 
