@@ -1,5 +1,6 @@
-"""The figures of a results document: learning curves of a table's runs (from their CSV logs), the attention-mask grid
-of its main attention network and the mask statistics of every attention row (from their recorded best checkpoints)."""
+"""The figures of a results document: learning curves of a table's runs (from their CSV logs) and the attention-mask
+grids of its attention rows' best networks (from their recorded best checkpoints), with the object boxes of data that
+has them."""
 
 from __future__ import annotations
 
@@ -16,13 +17,7 @@ from datamodules.base import ImageDataModule
 from lightning_modules import ImageClassifier
 from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.figures import pyplot, save_figure
-from lightning_modules.mask_plots import (
-    has_attention_modules,
-    mask_figure,
-    mask_heatmaps,
-    mask_statistics,
-    module_label,
-)
+from lightning_modules.mask_plots import has_attention_modules, mask_figure, mask_heatmaps
 
 CURVES = (("loss", "train/loss", "val/loss"), ("top-1", "train/acc1", "val/acc1"))
 
@@ -109,41 +104,15 @@ def attention_networks(table: Table, runs: Sequence[Run]) -> list[TrainedNetwork
 
 
 def plot_masks(trained: TrainedNetwork, path: Path, num_images: int = 8) -> Path | None:
-    """The attention-mask grid of ``trained`` over the first test images of its own data (None without masks)."""
+    """The attention-mask grid of ``trained`` over the first test images of its own data, one colour scale for every
+    panel, each image's object box drawn when the data has boxes (None without masks)."""
     images, labels = split_images(trained.datamodule, "test", num_images)
     heatmaps = mask_heatmaps(trained.model, images)
     if not heatmaps:
         return None
-    title = (
-        f"{trained.model.hparams.arch}: attention masks M (mean over channels), test images, {trained.checkpoint.name}"
+    boxes = trained.datamodule.boxes("test")[: len(images)] if hasattr(trained.datamodule, "boxes") else None
+    title = (  # two short lines: the grid of a small network is narrow
+        f"{trained.label}, {trained.checkpoint.name}\nmasks M (mean over channels) on test images"
+        f"{', object boxes in white' if boxes is not None else ''}"
     )
-    return save_figure(mask_figure(images, heatmaps, labels, title), path)
-
-
-def mask_statistics_markdown(networks: Sequence[TrainedNetwork], num_images: int = 256) -> str:
-    """A markdown table of :func:`~lightning_modules.mask_plots.mask_statistics` of each network over the first
-    test images of its data."""
-    lines, counted = [], set()
-    for trained in networks:
-        images, _ = split_images(trained.datamodule, "test", num_images)
-        counted.add(len(images))
-        for name, s in mask_statistics(trained.model, images).items():
-            shape = f"{s['channels']}×{s['height']}×{s['width']}"
-            lines.append(
-                f"| {trained.label} | {module_label(name)} | {shape} | {s['mean']:.3f} | {s['std']:.3f} "
-                f"| {s['spatial_std']:.3f} | {s['logit_std']:.3f} | {s['p05']:.3f}–{s['p95']:.3f} |"
-            )
-    checkpoints = ", ".join(f"{trained.label} `{trained.checkpoint.name}`" for trained in networks)
-    shown = "/".join(str(n) for n in sorted(counted))
-    header = [
-        f"Soft masks M of each attention network's best checkpoint ({checkpoints}) over the first {shown} test "
-        "images. The logits' std (before the sigmoid) and M's 5th–95th percentiles say how far a mask can move the "
-        "trunk, (1 + M)·T under ARL, M·T under NAL; a small std does not say that the network ignores it: "
-        "`python -m analysis.mask_measures` measures the accuracy with the masks replaced by their mean or "
-        "exchanged between images.",
-        "",
-        "| network | module | C×H×W | mean M | std M | std over positions, per channel | logit std "
-        "| M, 5th–95th percentile |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    return "\n".join(header + lines) + "\n"
+    return save_figure(mask_figure(images, heatmaps, labels, title, boxes=boxes), path)

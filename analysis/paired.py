@@ -138,8 +138,9 @@ def comparisons_markdown(table: Table, runs: Sequence[Run]) -> str:
     """The table's claims (``comparisons``) as a markdown section; empty when it has none."""
     if not table.comparisons:
         return ""
+    ours = any(comparison.paper == "—" for comparison in table.comparisons)
     lines = [
-        "### The paper's claims, measured",
+        "### Claims, measured" if ours else "### The paper's claims, measured",
         "",
         "Each claim compares two rows' recorded best checkpoints on the same test images (seeds paired, "
         "disagreements pooled), recomputed from their predictions at the precision they were tested at. "

@@ -3,13 +3,16 @@
     python -m analysis.results table3 [--logs logs] [--output results/table3.md]
     python -m analysis.results all
     python -m analysis.results fmnist --output RESULTS.md      # with learning curves and the attention masks
+    python -m analysis.results cluttered mask_decay --output RESULTS.md
 
 Runs are the directories train.py writes (``python train.py -m experiment=table3`` puts a table's jobs under
 ``logs/table3/multiruns/<overrides>/``); see :mod:`analysis.runs` for what is read and :mod:`analysis.tables` for
 how a table is built. The tables themselves (layout, paper numbers, the paper's claims as pairs of rows, tested on
 the same test images by :mod:`analysis.paired`) are data: ``analysis/tables.yaml``. With
 ``--output``, each table's figures (:mod:`analysis.figures`) are written beside the file, into ``--figures``
-(default: ``results/`` next to it), and linked from it.
+(default: ``results/`` next to it), and linked from it, and its attention networks' masks are measured
+(:mod:`analysis.mask_sections`). Each table is one section of the file (:mod:`analysis.sections`): writing some
+tables replaces their sections and keeps the others.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.figures import attention_networks, mask_statistics_markdown, plot_curves, plot_masks
+from analysis.figures import attention_networks, plot_curves, plot_masks
+from analysis.mask_sections import networks_markdown, runs_markdown
 from analysis.paired import comparisons_markdown
+from analysis.sections import update_document
 from analysis.table_specs import get_table, load_tables
 from analysis.tables import render, table_runs
 from resattn.checkpoints import CheckpointError
@@ -29,7 +34,7 @@ from resattn.checkpoints import CheckpointError
 
 def table_document(name: str, logs: Path, figures: Path | None, document: Path | None) -> str:
     """The markdown of table ``name`` from the runs under ``logs``; with ``figures``, its learning curves and mask
-    grid are drawn there and linked (relative to ``document``'s folder)."""
+    grids are drawn there and linked (relative to ``document``'s folder), and its masks measured."""
     table = get_table(name)
     where, runs = table_runs(table, logs)
     text = render(table, runs, where)
@@ -40,17 +45,18 @@ def table_document(name: str, logs: Path, figures: Path | None, document: Path |
         return text
     base = document.parent if document is not None else Path.cwd()
     networks = attention_networks(table, runs)
-    masks = plot_masks(networks[0], figures / f"{name}_masks.png") if networks else None  # the main network's
-    drawn = [
-        ("Learning curves", plot_curves(table, runs, figures / f"{name}_curves.png")),
-        ("Attention masks of the best network", masks),
-    ]
+    drawn = [("Learning curves", plot_curves(table, runs, figures / f"{name}_curves.png"))]
+    for index, trained in enumerate(networks[: table.mask_grids]):
+        path = figures / (f"{name}_masks.png" if index == 0 else f"{name}_masks_{index + 1}.png")
+        drawn.append((f"Attention masks of the best network: {trained.label}", plot_masks(trained, path)))
     for title, path in drawn:
         if path is not None:
             link = path.resolve().relative_to(base.resolve()) if path.resolve().is_relative_to(base.resolve()) else path
             text += f"\n### {title}\n\n![{title.lower()}]({link})\n"
-    if networks:
-        text += "\n" + mask_statistics_markdown(networks)
+    if table.measures == "networks" and networks:
+        text += "\n" + networks_markdown(networks)
+    elif table.measures == "runs":
+        text += "\n" + runs_markdown(table, runs)
     return text
 
 
@@ -70,26 +76,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = Path(args.output) if args.output else None
     figures = Path(args.figures) if args.figures else (output.parent / "results" if output else None)
     logs = Path(args.logs)
-    reports = []
+    reports = {}
     try:
         for name in tables if everything else args.tables:
             try:
-                reports.append(table_document(name, logs, figures, output))
+                reports[name] = table_document(name, logs, figures, output)
             except FileNotFoundError:
                 if not everything or not logs.is_dir():
                     raise
         if not reports:
             raise FileNotFoundError(f"no runs of any table ({', '.join(tables)}) found under {args.logs}")
+        command = shlex.join(["python", "-m", "analysis.results", *(argv if argv is not None else sys.argv[1:])])
+        print("\n".join(reports.values()))
+        if output is not None:
+            update_document(output, reports, command)
     except (ValueError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    command = shlex.join(["python", "-m", "analysis.results", *(argv if argv is not None else sys.argv[1:])])
-    report = "\n".join(reports)
-    print(report)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        header = f"<!-- Written by `{command}` from the run logs; rerun it instead of editing. -->\n\n"
-        output.write_text(header + report)
     return 0
 
 

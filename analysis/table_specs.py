@@ -73,7 +73,7 @@ class Comparison:
     claim: str
     first: str
     second: str
-    paper: str
+    paper: str = "—"  # our own tables' claims (cluttered, mask_decay) need not be the paper's
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ class Table:
     experiment: str = ""
     value: str = "error"  # what a cell shows: "error" 100 * (1 - accuracy), or "accuracy" 100 * accuracy
     comparisons: tuple[Comparison, ...] = ()
+    measures: str = "networks"  # the mask measures of the document: see MEASURES_CHOICES
+    mask_grids: int = 1  # how many attention rows (in row order) get a mask grid of their best network
 
     def row(self, label: str) -> Row:
         """The row called ``label``."""
@@ -113,7 +115,26 @@ class Table:
         return any(v is not None for row in self.rows for v in (*row.paper, row.paper_params_m))
 
 
+TABLE_KEYS = {"title", "row_header", "columns", "rows", "recipe", "params", "experiment", "value", "comparisons"}
+TABLE_KEYS |= {"measures", "mask_grids"}
+ROW_KEYS = {"label", "match", "paper", "params_m", "test_size", "command"}
+MEASURES_CHOICES = {
+    "networks": "every measure of each attention row's best network",
+    "runs": "one line per finished run: accuracy, mask amplitude and importance (rows that differ by training only)",
+    "none": "no mask measures",
+}
+
+
+def _check_keys(where: str, spec: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ValueError(f"{TABLES_FILE}: {where} has unknown keys {unknown}; known: {', '.join(sorted(known))}")
+
+
 def _table(name: str, spec: Mapping[str, Any]) -> Table:
+    _check_keys(name, spec, TABLE_KEYS)
+    for row in spec["rows"]:
+        _check_keys(f"{name} row {row.get('label')!r}", row, ROW_KEYS)
     columns = tuple(Column(c["label"], c.get("match", {}), c.get("metric", "test/acc1")) for c in spec["columns"])
     rows = []
     for row in spec["rows"]:
@@ -129,8 +150,14 @@ def _table(name: str, spec: Mapping[str, Any]) -> Table:
     if spec.get("value", "error") not in ("error", "accuracy"):
         raise ValueError(f"{TABLES_FILE}: {name}: value must be 'error' or 'accuracy', got {spec['value']!r}")
     comparisons = tuple(
-        Comparison(c["claim"], c["first"], c["second"], c["paper"]) for c in spec.get("comparisons", [])
+        Comparison(c["claim"], c["first"], c["second"], c.get("paper", "—")) for c in spec.get("comparisons", [])
     )
+    measures, mask_grids = spec.get("measures", "networks"), spec.get("mask_grids", 1)
+    if measures not in MEASURES_CHOICES:
+        choices = "; ".join(f"{key}: {meaning}" for key, meaning in MEASURES_CHOICES.items())
+        raise ValueError(f"{TABLES_FILE}: {name}: measures must be one of ({choices}), got {measures!r}")
+    if isinstance(mask_grids, bool) or not isinstance(mask_grids, int) or mask_grids < 0:
+        raise ValueError(f"{TABLES_FILE}: {name}: mask_grids must be a whole number >= 0, got {mask_grids!r}")
     table = Table(
         name,
         spec["title"],
@@ -142,6 +169,8 @@ def _table(name: str, spec: Mapping[str, Any]) -> Table:
         spec.get("experiment", ""),
         spec.get("value", "error"),
         comparisons,
+        measures,
+        mask_grids,
     )
     for comparison in comparisons:
         try:
@@ -208,3 +237,16 @@ def command_params(command: str) -> int:
     with torch.device("meta"):
         network = build_network(cfg.model.arch, cfg.data.num_classes, cfg.data.in_chans, net)
     return sum(p.numel() for p in network.parameters())
+
+
+def sweep_seeds(table: Table) -> tuple[int, ...]:
+    """The seeds the table's experiment trains: its sweep's ``seed`` list (``0,1,2``), else its config's one seed;
+    empty when the sweep gives them in another form (e.g. ``range(3)``)."""
+    listed = sweep(table).get("seed")
+    if listed is None:
+        seed = OmegaConf.select(experiment_config(table.task_name), "seed")
+        return (int(seed),) if isinstance(seed, int) else ()
+    try:
+        return tuple(int(value) for value in listed.split(","))
+    except ValueError:
+        return ()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.runs import Run, collect_runs
-from analysis.table_specs import Column, Row, Table, command_params, get_table, recipe
+from analysis.table_specs import Column, Row, Table, command_params, get_table, recipe, sweep_seeds
 
 TAG_NOTE = (
     "Paper numbers: docs/paper.md §6; untagged = stated in the paper, (unverified) = recalled from the paper, check "
@@ -52,13 +52,16 @@ def _metric_key(column: Column, row: Row) -> str:
 
 @dataclass
 class Cell:
-    """The values (%) of the runs in one cell: errors or accuracies, as the table shows them."""
+    """The values (%) of the finished runs in one cell: errors or accuracies, as the table shows them, and their
+    seeds; ``started`` when any run of the cell exists (finished or not)."""
 
     values: list[float]
+    seeds: list[int]
+    started: bool = False
 
     def __str__(self) -> str:
         if not self.values:
-            return "missing"
+            return "unfinished" if self.started else "not run yet"
         mean = statistics.fmean(self.values)
         n = len(self.values)
         if n == 1:
@@ -89,13 +92,16 @@ def _finished(table: Table, run: Run) -> bool:
 
 def build_cells(table: Table, runs: Sequence[Run]) -> dict[tuple[int, int], Cell]:
     """``{(row, column): Cell}`` for the rows that we train: error = 100 * (1 - accuracy), or the accuracy in %."""
-    cells = {(i, j): Cell([]) for i, row in enumerate(table.rows) if row.match for j in range(len(table.columns))}
+    cells = {(i, j): Cell([], []) for i, row in enumerate(table.rows) if row.match for j in range(len(table.columns))}
     for run in runs:
         for i, j in cells_of(table, run.values):
             key = _metric_key(table.columns[j], table.rows[i])
+            cells[i, j].started = True
             if key in run.metrics:
                 accuracy = run.metrics[key]
                 cells[i, j].values.append(100.0 * (accuracy if table.value == "accuracy" else 1.0 - accuracy))
+                if run.values.get("seed") is not None:
+                    cells[i, j].seeds.append(int(run.values["seed"]))
     return cells
 
 
@@ -127,7 +133,8 @@ def _params_text(table: Table, row: Row, runs: Sequence[Run]) -> str:
     found = sorted({run.params for run in runs if run.params is not None and _matches(run.values, row.match)})
     if not found and row.command:
         found = [command_params(row.command)]
-    ours = "/".join(f"{p / 1e6:.2f}" for p in found) if found and row.match else ("?" if row.match else "—")
+    shown = "/".join(f"{p / 1e6:.2f}" if p >= 1e6 else f"{p / 1e6:.3f}" for p in found)  # small nets: 3 decimals
+    ours = shown if found and row.match else ("?" if row.match else "—")
     return f"{ours} / {paper}" if table.has_paper_numbers else ours
 
 
@@ -165,19 +172,30 @@ def render(table: Table, runs: Sequence[Run], where: Path) -> str:
         lines.append("| " + " | ".join(cols) + " |")
     if paper:
         lines += ["", TAG_NOTE]
+    seeds = sweep_seeds(table)
     commands = [(row.label, row.command) for row in table.rows if row.command]
     if commands:
-        lines += [
-            "",
-            "Commands (one seed; add `seed=0,1,2` for three):",
-            *[f"- {label}: `{c}`" for label, c in commands],
-        ]
+        many = len(seeds) > 1
+        listed = ", ".join(map(str, seeds))
+        note = f"each trains the experiment's seeds, {listed}" if many else "one seed; add `seed=0,1,2` for three"
+        lines += ["", f"Commands ({note}):", *[f"- {label}: `{c}`" for label, c in commands]]
     missing = [(table.rows[i], table.columns[j].label) for (i, j), c in cells.items() if not c.values]
     if missing:
         lines.append("")
         named = ", ".join(f"{row.label} / {column}" for row, column in missing)
         todo = sorted({row.command or table.command for row, _ in missing})
         lines.append(f"Missing cells: {named}. Run: {', '.join(f'`{c}`' for c in todo)}.")
+    partial = [
+        (table.rows[i], table.columns[j].label, [seed for seed in seeds if seed not in cell.seeds])
+        for (i, j), cell in cells.items()
+        if cell.values and set(seeds) - set(cell.seeds)
+    ]
+    if partial:
+        named = "; ".join(
+            f"{row.label}{'' if len(table.columns) == 1 else f' / {column}'}: {', '.join(map(str, absent))}"
+            for row, column, absent in partial
+        )
+        lines += ["", f"Seeds of the experiment ({', '.join(map(str, seeds))}) not finished yet: {named}."]
     deviations = recipe_deviations(table, finished)
     if deviations:
         recipe_name = (

@@ -6,7 +6,7 @@ the image size and overlaid as a heat map (one colour scale for the whole grid, 
 own range written under it). The training callback
 (:class:`lightning_modules.callbacks.AttentionMaskLogger`) and the command line (``python -m analysis.masks``)
 draw the same grid with these functions, and measure how far the masks move the trunk (:class:`MaskStatistics`,
-also used by :mod:`analysis.mask_measures`).
+also used by :mod:`analysis.mask_effects`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from datamodules.cpu_cores import usable_cores
-from lightning_modules.config_resolvers import register_resolvers
 
 # W&B never reaches a server from the tests (in-process loggers included), whatever the user's settings.
 os.environ["WANDB_MODE"] = "offline"

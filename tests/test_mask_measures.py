@@ -1,5 +1,5 @@
-"""Mask measures (analysis/mask_measures.py): importance by replacing masks, localisation against boxes, amplitude
-of the logits, and the command on a real checkpoint and a pretrained tag."""
+"""Mask measures (analysis/mask_effects.py): importance by replacing masks, localisation against boxes, amplitude of
+the logits; and the command (analysis/mask_measures.py) on a real checkpoint and a pretrained tag."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from test_probe import save_checkpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 import analysis.masks as masks_command
-from analysis.mask_measures import amplitude, batch_size_without_singles, importance, localisation, main
+from analysis.mask_effects import amplitude, importance, localisation
+from analysis.mask_measures import batch_size_without_singles, main
 from analysis.paired import mcnemar_p
 from datamodules import SyntheticDataModule
 from lightning_modules import ImageClassifier

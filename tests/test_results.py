@@ -64,7 +64,7 @@ def test_table3_layout_statistics_and_notes(tmp_path: Path) -> None:
     lines = report.splitlines()
     assert "| network | ARL ours | ARL paper | NAL ours | NAL paper |" in lines
     assert "| Attention-56 | 5.50 ± 0.71 (n=2) | 5.52 (unverified) | 10.00 (n=1) | 5.89 (unverified) |" in lines
-    assert "| Attention-92 | missing | 4.99 | missing | 5.35 (unverified) |" in lines
+    assert "| Attention-92 | not run yet | 4.99 | unfinished | 5.35 (unverified) |" in lines
     assert "3 finished run(s)" in report and "1 unfinished, 1 outside" in report
     assert "nal92-unfinished" in report and str(logs / "table3" / "multiruns" / "other") in report
     assert "Missing cells: Attention-92 / ARL" in report
@@ -116,7 +116,7 @@ def test_table7_uses_each_networks_test_size(tmp_path: Path) -> None:
     assert "| Attention-56 | 224 | 31.81 / 31.9 | 22.00 (n=1) | 21.76 (README) | 6.00 (n=1) | 5.9 (README) |" in report
     assert "| Attention-92 | 320 | ? / 51.3 | 20.00 (n=1) | 19.5 (README) | 5.00 (n=1) | 4.8 |" in report
     assert "| ResNet-152 | 224 | — / 60.2 (unverified) | — | 22.16 (derived) | — | 6.16 (derived) |" in report
-    assert "| AttentionInception-56 | 299 | ? / 31.9 (unverified) | missing |" in report
+    assert "| AttentionInception-56 | 299 | ? / 31.9 (unverified) | not run yet |" in report
 
 
 def test_bad_inputs_say_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -218,32 +218,36 @@ def test_the_fashion_mnist_document_is_regenerated_from_run_logs(tmp_path: Path)
     assert "| network | params M | test top-1 |" in text
     assert "| Attention-56, ARL | 1.03 | 95.20 ± 0.14 (n=2) |" in text
     assert "| Attention-56, NAL | 1.03 | 94.70 (n=1) |" in text
-    assert "| pre-activation ResNet-101 | 1.05 | missing |" in text  # counted from its command
+    assert "| pre-activation ResNet-101 | 1.05 | not run yet |" in text  # counted from its command
     assert "- Attention-56, NAL: `python train.py -m experiment=fmnist attention=nal`" in text
     assert "Run: `python train.py -m experiment=fmnist model=resnet101`" in text
     # the recipe is conf/experiment/fmnist.yaml's: the stand-in data is reported as the one difference
     assert "- `data._target_`: 'datamodules.SyntheticDataModule' in 3 run(s) (recipe: 'datamodules.Fashion" in text
     assert f"- {nal}, from step 12630: `trainer.max_epochs`: 30 -> 60" in text  # not like a fresh 60-epoch run
     assert "![learning curves](results/fmnist_curves.png)" in text
-    assert "![attention masks of the best network](results/fmnist_masks.png)" in text
+    assert "![attention masks of the best network: attention-56, arl](results/fmnist_masks.png)" in text
     # the masks of each attention row's best network: ARL (seed 1 scored higher) and NAL, over all 20 stand-in images
-    assert (
-        "(Attention-56, ARL `best-step0001263-acc0.8100.ckpt`, Attention-56, NAL `best-step0001263-acc0.8100.ckpt`)"
-        in text
-    )
-    assert "over the first 20 test images" in text
-    assert (
-        "| network | module | C×H×W | mean M | std M | std over positions, per channel | logit std "
-        "| M, 5th–95th percentile |" in text
-    )
-    stats = [line.split(" | ") for line in text.splitlines() if line.startswith("| Attention-56, ") and "stage" in line]
-    assert [row[:2] for row in stats] == [
-        [f"| Attention-56, {kind}", f"stage {stage}, module 1"] for kind in ("ARL", "NAL") for stage in (1, 2, 3)
-    ]
-    assert all(0 < float(row[3]) < 1 and float(row[4]) > 0 for row in stats)  # a sigmoid's values, not constant
-    for row in stats:  # the logits' spread and the range over which M scales the trunk
-        low, high = (float(v) for v in row[7].removesuffix(" |").split("–"))
-        assert float(row[6]) > 0 and 0 <= low < float(row[3]) < high <= 1
+    assert "### What the masks do" in text and "measured on the first 20 test images (all of them)" in text
+    measures = text.split("### What the masks do")[1]
+    subsections = measures.split("#### ")[1:]
+    names = [part.splitlines()[0] for part in subsections]
+    assert names == [f"Attention-56, {kind}: `best-step0001263-acc0.8100.ckpt`" for kind in ("ARL", "NAL")]
+    assert "Localisation" not in measures  # the synthetic stand-in has no object boxes
+    for part, offset in zip(subsections, (1.0, 0.0), strict=True):  # ARL scales the trunk by 1 + M, NAL by M
+        rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in part.splitlines() if line.startswith("| ")}
+        real = float(rows["real"][0])
+        for name in ("mean mask, stage 1, module 1", "mean mask, all", "masks exchanged, all"):
+            top1, change, pair, p = rows[name][:4]
+            only_real, only_replaced = (int(n) for n in pair.split(" / "))
+            assert float(change) == pytest.approx(float(top1) - real, abs=0.006)
+            assert float(change) == pytest.approx(100 * (only_replaced - only_real) / 20, abs=0.006)
+            assert float(p.removesuffix(" |")) == pytest.approx(mcnemar_p(only_real, only_replaced), rel=1e-2)
+        for stage, channels in ((1, 16), (2, 32), (3, 64)):
+            shape, logit_std, _, percentiles, scale = rows[f"stage {stage}, module 1"]
+            assert shape.startswith(f"{channels}×") and float(logit_std) > 0
+            low, high = (float(v) for v in percentiles.split("–"))
+            scaled = [float(v) for v in scale.removesuffix(" |").split("–")]
+            assert scaled == pytest.approx([offset + low, offset + high], abs=1.5e-3)  # both rounded to 3 decimals
     # the paper's claims: ARL vs NAL paired on seed 0 (the only seed both rows have), the ResNet row not run yet
     (claim,) = [line.split(" | ") for line in text.splitlines() if line.startswith("| attention residual learning")]
     assert claim[2] == "0"
