@@ -232,6 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--measures", nargs="+", default=list(MEASURES), choices=MEASURES)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when there is one)")
     parser.add_argument("--out", help="JSON file (default: <run>/mask_measures.json, logs/mask_measures/<tag>.json)")
+    parser.add_argument("--markdown", action="store_true", help="print markdown tables for a document, not text")
     return parser
 
 
@@ -295,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=2) + "\n")
-    print(text_table(measured))
+    print(measures_markdown(measured) if args.markdown else text_table(measured))
     print(f"wrote {out} ({document['images']} {args.split} images, {document['seconds']} s on {document['device']})")
     return 0
 

@@ -224,6 +224,9 @@ def test_commands_use_the_boxes_of_data_that_gives_them(
     assert found["images"] == 5 and found["box_share"] == 72 / 256
     assert list(found["modules"]) == MODULES
     assert "localisation over 5 images (chance: the box's share 0.281)" in capsys.readouterr().out
+    assert main(["--ckpt", str(ckpt), "--measures", "localisation", "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    assert "Chance here: 0.281." in printed and "| module | mass in box | pointing hits |" in printed
     drawn: list[torch.Tensor | None] = []
     original = masks_command.mask_figure
     monkeypatch.setattr(masks_command, "mask_figure", lambda *args: drawn.append(args[4]) or original(*args))
