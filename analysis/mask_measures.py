@@ -31,10 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from analysis.mask_effects import MEASURES, amplitude, importance, localisation
-from analysis.run_data import default_output, load_datamodule
+from analysis.network_choice import add_network_arguments, attention_network, output_path
 from datamodules.base import ImageDataModule
-from lightning_modules.checkpoint_loading import load_classifier, load_pretrained
-from lightning_modules.mask_plots import has_attention_modules, module_label
+from lightning_modules.mask_plots import module_label
 from resattn.checkpoints import CheckpointError
 
 
@@ -221,11 +220,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m analysis.mask_measures",
         description="Whether a network uses its attention masks, where they point and how far they move the trunk.",
     )
-    network = parser.add_mutually_exclusive_group(required=True)
-    network.add_argument("--ckpt", help="a checkpoint written by train.py")
-    network.add_argument("--pretrained", metavar="TAG", help="a pretrained tag, e.g. resattn56_cifar.fmnist")
-    parser.add_argument("--data", help="a conf/data/*.yaml name (default: the checkpoint's own run config)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data config overrides")
+    add_network_arguments(parser)
     parser.add_argument("--split", default="test", choices=["test", "val"], help="split to measure on")
     parser.add_argument("--num-images", type=int, help="the first N images of the split (default: all)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
@@ -234,27 +229,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="JSON file (default: <run>/mask_measures.json, logs/mask_measures/<tag>.json)")
     parser.add_argument("--markdown", action="store_true", help="print markdown tables for a document, not text")
     return parser
-
-
-def _network_and_data(args: argparse.Namespace) -> tuple[nn.Module, ImageDataModule]:
-    """The network (eval mode) and the set-up datamodule the arguments name."""
-    if args.ckpt is not None:
-        ckpt = Path(args.ckpt)
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-        datamodule = load_datamodule(ckpt, args.data, args.set)
-        model = load_classifier(ckpt, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
-    else:
-        if args.data is None:
-            raise ValueError(
-                f"--pretrained {args.pretrained} has no run config: name the data it was trained on with --data "
-                "(e.g. --data fashion_mnist)"
-            )
-        datamodule = load_datamodule(None, args.data, args.set)
-        model = load_pretrained(args.pretrained, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
-    if not has_attention_modules(model):
-        raise ValueError(f"{model.hparams.arch} has no attention modules: it has no masks to measure")
-    return model.eval(), datamodule
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
         if args.batch_size < 2:
             raise ValueError(f"--batch-size must be >= 2 (masks are exchanged within a batch), got {args.batch_size}")
-        model, datamodule = _network_and_data(args)
+        model, datamodule = attention_network(args)
         measured = measure(
             model,
             datamodule,
@@ -279,12 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, CheckpointError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    if args.out:
-        out = Path(args.out)
-    elif args.ckpt:
-        out = default_output(Path(args.ckpt), "mask_measures.json")
-    else:
-        out = Path("logs") / "mask_measures" / f"{args.pretrained}.json"
+    out = Path(args.out) if args.out else output_path(args, "mask_measures.json")
     command = shlex.join(["python", "-m", "analysis.mask_measures", *(argv if argv is not None else sys.argv[1:])])
     document = {
         "command": command,

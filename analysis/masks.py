@@ -1,7 +1,8 @@
 """Draw the soft mask M of every attention module over the input images (docs/paper.md §1.4 mask branch, §2 f1/f2/f3).
 
-    python -m analysis.masks --ckpt logs/.../checkpoints/last.ckpt [--images a.png my_images/]
-        [--data NAME] [--set key=value ...] [--split val|test] [--num-images 8] [--out DIR]
+    python -m analysis.masks --ckpt logs/.../checkpoints/last.ckpt [--data NAME] [--images a.png my_images/]
+    python -m analysis.masks --pretrained resattn56_cifar.fmnist --data fashion_mnist
+        [--set key=value ...] [--split val|test] [--num-images 8] [--out DIR]
 
 One PNG grid, one row per image: the image as the network sees it (min-max scaled), then one column per attention
 module (labelled with its stage and module) with the module's mask averaged over channels, bilinearly upsampled to
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from hydra.errors import HydraException
 
-from analysis.run_data import default_output, file_images, load_datamodule, split_images
-from lightning_modules.checkpoint_loading import load_classifier
+from analysis.network_choice import add_network_arguments, attention_network, output_path
+from analysis.run_data import file_images, split_images
 from lightning_modules.figures import save_figure
 from lightning_modules.mask_plots import mask_figure, mask_heatmaps
 from resattn.checkpoints import CheckpointError
@@ -35,10 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m analysis.masks",
         description="Draw the attention masks of a checkpoint over images (docs/paper.md §1.4).",
     )
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
+    add_network_arguments(parser)
     parser.add_argument("--images", nargs="+", help="image files or folders (default: the data's --split split)")
-    parser.add_argument("--data", help="a conf/data/*.yaml name (default: the checkpoint's own run config)")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data config overrides")
     parser.add_argument("--split", default="val", choices=["val", "test"], help="split to take images from")
     parser.add_argument("--num-images", type=int, default=8, help="number of images (rows)")
     parser.add_argument("--out", help="output folder (default: <run>/masks for <run>/checkpoints/*.ckpt)")
@@ -48,14 +47,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write ``<out>/attention_masks.png``."""
     args = _parser().parse_args(argv)
-    ckpt = Path(args.ckpt)
     try:
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
         if args.num_images < 1:
             raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
-        datamodule = load_datamodule(ckpt, args.data, args.set)
-        model = load_classifier(ckpt, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans).eval()
+        model, datamodule = attention_network(args)
         boxes = None
         if args.images:
             images, labels = file_images(datamodule, args.images, args.num_images)
@@ -64,13 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if hasattr(datamodule, "boxes"):
                 boxes = datamodule.boxes(args.split)[: len(labels)]
         heatmaps = mask_heatmaps(model, images)
-        if not heatmaps:
-            raise ValueError(f"{model.hparams.arch} has no attention modules: nothing to draw")
     except (ValueError, TypeError, OSError, CheckpointError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    out = Path(args.out) if args.out else default_output(ckpt, "masks")
-    title = f"{model.hparams.arch}: attention masks M (mean over channels) of {ckpt.name}"
+    out = Path(args.out) if args.out else output_path(args, "masks")
+    source = Path(args.ckpt).name if args.ckpt else f"tag {args.pretrained}"
+    title = f"{model.hparams.arch}: attention masks M (mean over channels) of {source}"
     path = save_figure(mask_figure(images, heatmaps, labels, title, boxes), out / "attention_masks.png")
     print(f"wrote {path} ({len(labels)} images x {len(heatmaps)} attention modules)")
     return 0

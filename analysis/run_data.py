@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from analysis.runs import Run
 from datamodules.base import ImageDataModule
-from datamodules.configs import compose
+from datamodules.configs import compose, options
 from datamodules.user_images import find_images, preprocess
 from lightning_modules.run_directory import RunDirectory
 
@@ -80,8 +80,8 @@ def data_config(ckpt: Path | None, data: str | None, overrides: Sequence[str] = 
     if data is not None:
         try:
             cfg = compose([f"data={data}", *(f"data.{o}" for o in overrides)], config_name="eval")
-        except MissingConfigException as err:
-            raise ValueError(f"unknown data config {data!r}; known: {', '.join(err.options or [])}") from None
+        except MissingConfigException:
+            raise ValueError(f"unknown data config {data!r}; known: {', '.join(options('data'))}") from None
     else:
         found = saved_run_config(ckpt) if ckpt is not None else None
         if found is None:

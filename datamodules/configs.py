@@ -1,6 +1,6 @@
 """The one way code outside ``train.py`` / ``eval.py`` reads the configs: ``conf/train.yaml`` (or ``eval.yaml``)
 composed by Hydra with command-line overrides, exactly as the entry points compose it, never a group file read as
-plain YAML (a group file alone misses its defaults list: ``conf/data/_common.yaml``, ``conf/trainer/gpu.yaml``'s
+plain YAML (a group file alone misses its defaults list: ``conf/_bases/data.yaml``, ``conf/trainer/gpu.yaml``'s
 ``cpu``).
 
 It lives in ``datamodules``, the lowest package that needs it (``python -m datamodules.shards`` composes a data
@@ -42,6 +42,5 @@ def compose(
 
 
 def options(group: str) -> list[str]:
-    """The choices of config group ``group`` (``conf/<group>/*.yaml``), without the bases they include (``_*.yaml``:
-    ``conf/data/_common.yaml``, ``conf/experiment/_paper_table.yaml``)."""
-    return sorted(path.stem for path in (CONF / group).glob("[!_]*.yaml"))
+    """The choices of config group ``group``: ``conf/<group>/*.yaml`` (their bases are in ``conf/_bases``)."""
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))

@@ -56,17 +56,17 @@ def test_every_group_has_options() -> None:
 
 @pytest.mark.parametrize("data", options("data"))
 def test_each_data_config_composes_to_the_options_of_its_class(data: str, tmp_path: Path) -> None:
-    """Every option of the datamodule, no more, whether the data config gives it or ``_common`` does."""
+    """Every option of the datamodule, no more, whether the data config gives it or its base does."""
     cfg = compose_config("train", [f"data={data}"], tmp_path).data
     assert set(cfg) - {"_target_"} == get_class(cfg._target_).option_names()
     assert set(OmegaConf.missing_keys(cfg)) == MANDATORY.get(data, set())
-    assert (CONF / "data" / f"{data}.yaml").read_text().count("\ndefaults:\n  - _common\n  - _self_\n") == 1
+    assert (CONF / "data" / f"{data}.yaml").read_text().count("\ndefaults:\n  - /_bases/data@_here_\n  - _self_\n") == 1
 
 
 def test_the_common_data_options_are_dataoptions_defaults() -> None:
-    """``conf/data/_common.yaml`` and ``DataOptions`` name the same options with the same defaults; what has no
+    """``conf/_bases/data.yaml`` and ``DataOptions`` name the same options with the same defaults; what has no
     default in Python is ??? (each data config must give it)."""
-    common = OmegaConf.load(CONF / "data" / "_common.yaml")
+    common = OmegaConf.load(CONF / "_bases" / "data.yaml")
     assert list(common) == ["_target_", *(field.name for field in dataclasses.fields(DataOptions))]
     for field in dataclasses.fields(DataOptions):
         if field.default is dataclasses.MISSING:

@@ -46,7 +46,7 @@ def test_every_paper_table_has_a_file() -> None:
 def test_file_composes_with_the_papers_recipe(name: str, tmp_path: Path) -> None:
     text = (CONF / "experiment" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
-    assert "defaults:\n  - _paper_table\n" in text  # the recipe every table shares, said once
+    assert "defaults:\n  - /_bases/paper_table\n" in text  # the recipe every table shares, said once
     cfg = compose_config("train", [f"experiment={name}"], tmp_path)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     assert resolved["task_name"] == name and {"paper", name} <= set(resolved["tags"])

@@ -255,6 +255,6 @@ def test_command_on_a_pretrained_tag_and_bad_inputs(tmp_path: Path, capsys: pyte
     assert "none.ckpt does not exist" in capsys.readouterr().err
     resnet = save_checkpoint(ImageClassifier("resattn_resnet164_cifar", num_classes=10), tmp_path / "resnet.ckpt")
     assert main(["--ckpt", str(resnet), *DATA]) == 1
-    assert "resattn_resnet164_cifar has no attention modules: it has no masks to measure" in capsys.readouterr().err
+    assert "resattn_resnet164_cifar has no attention modules: it has no masks" in capsys.readouterr().err
     assert main(["--pretrained", "resattn56_cifar.fmnist", *synthetic, "--batch-size", "1"]) == 1
     assert "--batch-size must be >= 2" in capsys.readouterr().err
