@@ -2,8 +2,8 @@
 
 Optimiser dict: ``{"name": "sgd" | "adamw" | "adam", "lr": ..., ...}`` with the optimiser's own
 keyword arguments, plus ``no_weight_decay_on_norm_and_bias`` (default False, as in the paper) and
-``mask_weight_decay`` (the weight decay of the attention modules' soft-mask branches; default None, the same as
-every other weight, as in the paper).
+``mask_weight_decay`` (the weight decay of the attention modules' soft-mask branches; None: the same as every
+other weight, as in the paper; ``conf/optimizer/*.yaml`` default to 0, docs/paper.md §7.18).
 
 Scheduler dict: ``{"name": "multistep" | "cosine" | "none", "interval": "step" | "epoch", ...}``.
 Milestones are fractions of the run (floats in (0, 1)) or counts (integers); the warm-up is a count. With
@@ -39,14 +39,10 @@ def _parameter_groups(
     model: nn.Module, weight_decay: float, exclude_norm_and_bias: bool, mask_weight_decay: float | None
 ) -> list[dict[str, Any]]:
     """One group per weight decay: everything at ``weight_decay``, norm scales and biases at 0 when excluded, and
-    the mask branches' weights at ``mask_weight_decay`` when given (their norms and biases follow the exclusion)."""
+    the mask branches' weights at ``mask_weight_decay`` when given (their norms and biases follow the exclusion). A
+    network without attention modules (the ResNet and CNN baselines) has no mask branch: the option changes nothing."""
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     masks = [p for name, p in named if mask_weight_decay is not None and MASK_PARAMETER.search(name)]
-    if mask_weight_decay is not None and not masks:
-        raise ValueError(
-            f"optimizer.mask_weight_decay={mask_weight_decay} is set, but this network has no attention mask branches "
-            "(no attention modules, as in the ResNet baselines): leave it null"
-        )
     mask_ids = {id(p) for p in masks}
     params = [p for _, p in named if id(p) not in mask_ids]
     if exclude_norm_and_bias:
