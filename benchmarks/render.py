@@ -188,18 +188,16 @@ def data(rows: list[Row]) -> str:
 
 
 def formats(rows: list[Row]) -> str:
-    options = {"folder": "data=folder", "hf": "data=hf", "streaming": "data=streaming"}
-    options["gpu-decode"] = "data.gpu_decode=true"
     lines, best = [], 0.0
     for r in rows:
-        rate = median(r)
-        if rate is None:
-            lines.append([r["label"], f"`{options[r['data']]}`", r["device"], r["error"], "–", "–", "–", "–"])
+        option = f"`{'data.gpu_decode=true' if r['data'] == 'gpu-decode' else 'data=' + r['data']}`"
+        if (rate := median(r)) is None:
+            lines.append([r["label"], option, r["device"], r["error"], "–", "–", "–", "–"])
             continue
         best, ceiling = max(best, rate), rate * NODE_CORES
         cells = [fmt_rate(r), f"{1000 / rate:.1f}", f"{ceiling:,.0f} img/s", fmt_hours(PAPER_IMAGENET_IMAGES / ceiling)]
-        lines.append([r["label"], f"`{options[r['data']]}`", r["device"], *cells, others([r])])
-    first = rows[0]
+        lines.append([r["label"], option, r["device"], *cells, others([r])])
+    first, images = rows[0], f"{PAPER_IMAGENET_IMAGES / 1e6:.0f} M images"
     note = (
         "Each storage format's training loader as the datamodule builds it (decode, RandomResizedCrop(224), flip, "
         f"normalise, collate; batch {first['batch']}) with `num_workers=0` and one torch thread, so the rate is one "
@@ -208,19 +206,12 @@ def formats(rows: list[Row]) -> str:
         "ImageFolder tree, a Hugging Face dataset saved to disk and shards of `python -m datamodules.shards`; img/s as "
         f"{timing(first)}. The GPU row (`data.gpu_decode=true`) appears when CUDA is present.\n\n"
         "The ceiling: data loading caps ImageNet Attention-56 training at cores x img/s per core, whatever the GPUs; "
-        f"the paper's schedule (530k iterations at batch 256, {PAPER_IMAGENET_IMAGES / 1e6:.0f} M images, "
+        f"the paper's schedule (530k iterations at batch 256, {images}, "
         f"docs/paper.md §5.3) cannot finish sooner than the time shown with {NODE_CORES} cores loading data. The "
         f"measuring machine's {first['cores']} cores cap it at {best * int(first['cores']):,.0f} img/s."
     )
-    header = [
-        "pipeline",
-        "option",
-        "device",
-        "img/s per core",
-        "cores per 1,000 img/s",
-        f"ceiling on {NODE_CORES} cores",
-    ]
-    header += [f"{PAPER_IMAGENET_IMAGES / 1e6:.0f} M images on {NODE_CORES} cores take at least", "others' CPU"]
+    header = ["pipeline", "option", "device", "img/s per core", "cores per 1,000 img/s"]
+    header += [f"ceiling on {NODE_CORES} cores", f"{images} on {NODE_CORES} cores take at least", "others' CPU"]
     return note + "\n\n" + table(header, lines)
 
 
