@@ -168,18 +168,20 @@ def network_cells(pair: dict[str, Row]) -> dict[str, object]:
     }
 
 
-def network_table(rows: list[Row], columns: Sequence[str]) -> str:
-    return table(columns, [[network_cells(pair)[c] for c in columns] for pair in train_eval(rows)])
+def network_table(rows: list[Row], omit: Sequence[str] = ()) -> str:
+    """The columns of :func:`network_cells` but ``omit``, a row per configuration."""
+    cells = [{key: cell for key, cell in network_cells(pair).items() if key not in omit} for pair in train_eval(rows)]
+    return table(list(cells[0]), [list(row.values()) for row in cells])
 
 
 def plot_throughput(rows: list[Row], path: Path) -> None:
     """Train and eval img/s (median, min–max whiskers): one panel per network, input size and batch, one pair of bars
     per library and configuration (pytorchcv in the panel of the network it implements)."""
-    panels: dict[tuple[str, int, int], list[dict[str, Row]]] = {}
+    panels: dict[tuple[str, int, int], list[tuple[Row, dict[str, Row]]]] = {}
     for pair in by_loop(rows, "library", "arch", "size", "batch", "precision", "channels_last", "compile").values():
         r = next(iter(pair.values()))
         if any(rates(row) for row in pair.values()):
-            panels.setdefault((TWINS.get(r["arch"], r["arch"]), int(r["size"]), int(r["batch"])), []).append(pair)
+            panels.setdefault((TWINS.get(r["arch"], r["arch"]), int(r["size"]), int(r["batch"])), []).append((r, pair))
     if not panels:
         return
     plt = pyplot()
@@ -192,10 +194,8 @@ def plot_throughput(rows: list[Row], path: Path) -> None:
     colors = {("resattn", "bare"): "#1f77b4", ("resattn", "eval"): "#9ecae1"}
     colors |= {("pytorchcv", "bare"): "#d62728", ("pytorchcv", "eval"): "#fcae91"}
     for ax, key in zip(axes.flat, keys, strict=False):
-        entries = sorted(
-            panels[key], key=lambda p: (config(next(iter(p.values())), True), next(iter(p.values()))["library"])
-        )
-        for y, pair in enumerate(entries):
+        entries = sorted(panels[key], key=lambda entry: (config(entry[0], True), entry[0]["library"]))
+        for y, (_, pair) in enumerate(entries):
             for offset, (loop, r) in zip((-0.2, 0.2), sorted(pair.items()), strict=False):
                 if values := rates(r):
                     mid, label = statistics.median(values), f"{r['library']} {'train' if loop == 'bare' else 'eval'}"
@@ -203,7 +203,7 @@ def plot_throughput(rows: list[Row], path: Path) -> None:
                     ax.barh(
                         y + offset, mid, 0.38, color=colors[r["library"], loop], xerr=whisker, capsize=2, label=label
                     )
-        ticks = [f"{r['library']}\n{config(r, True)}" for r in (next(iter(p.values())) for p in entries)]
+        ticks = [f"{r['library']}\n{config(r, True)}" for r, _ in entries]
         ax.set_yticks(range(len(entries)), ticks, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(f"{key[0]} at {key[1]}x{key[1]}, batch {key[2]}", fontsize=9)

@@ -110,9 +110,7 @@ def models(rows: list[Row]) -> str:
         f"configuration of a network in one process, interleaved; peak memory: {memory(rows[0])}, one process per "
         "case. The warm-up column is the untimed first training step(s), which include torch.compile's compilation."
     )
-    columns = ["variant", "input", "batch", "precision/format/mode", "params (M)", "GMACs/img", "train img/s"]
-    columns += ["eval img/s", "train peak MiB", "eval peak MiB", "train warm-up s", "threads", "others' CPU", "error"]
-    return note + "\n\n" + network_table(rows, columns)
+    return note + "\n\n" + network_table(rows)
 
 
 def scaling(rows: list[Row]) -> str:
@@ -120,8 +118,8 @@ def scaling(rows: list[Row]) -> str:
         f"`{rows[0]['arch']}` at resattn's default configuration on {rows[0]['device']} ({config(rows[0], True)}); "
         f"img/s as {timing(rows[0])}; every case alone in a process (throughput and peak memory)."
     )
-    columns = ["input", "batch", "GMACs/img", "train img/s", "eval img/s", "train peak MiB", "eval peak MiB"]
-    return note + "\n\n" + network_table(rows, [*columns, "threads", "others' CPU", "error"])
+    omit = ("variant", "precision/format/mode", "params (M)", "train warm-up s")  # one network, at its default
+    return note + "\n\n" + network_table(rows, omit)
 
 
 def options(rows: list[Row]) -> str:
@@ -162,10 +160,8 @@ def loops(rows: list[Row]) -> str:
         lines = []
         for r in results:
             step, base = ms_per_step(r), bare.get(r["data"])
-            extra = None if step is None or base is None else step - base
-            overhead = "–" if extra is None else fmt_pct(extra / base)
-            vs_bare = "–" if extra is None else f"{extra:+.2f}"
-            lines.append([r["label"], r["data"], fmt_rate(r), f"{step or 0:.2f}", vs_bare, overhead, others([r])])
+            extra = ["–", "–"] if step is None or base is None else [f"{step - base:+.2f}", fmt_pct(step / base - 1)]
+            lines.append([r["label"], r["data"], fmt_rate(r), f"{step or 0:.2f}", *extra, others([r])])
         network = PROBE_NOTE if arch == "linear-probe" else f"`{arch}`"
         first = results[0]
         parts.append(
@@ -217,12 +213,8 @@ def formats(rows: list[Row]) -> str:
 
 def recipe(rows: list[Row]) -> str:
     fits = [r for r in rows if r["loop"] == "lightning"]
-    lines = []
-    for r in fits:
-        rate = median(r)
-        lines.append(
-            [r["label"], fmt_rate(r), fmt_hours(PAPER_CIFAR_IMAGES / rate if rate else None), others([r]), r["error"]]
-        )
+    hours = [fmt_hours(PAPER_CIFAR_IMAGES / rate if (rate := median(r)) else None) for r in fits]
+    lines = [[r["label"], fmt_rate(r), time, others([r]), r["error"]] for r, time in zip(fits, hours, strict=True)]
     first = fits[0]
     text = (
         f"`Trainer.fit` of `ImageClassifier(arch={first['arch']})` at resattn's default ({config(first, True)}) with "

@@ -162,10 +162,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"--device: expected cpu or cuda[:N], got {args.device!r}")
-    args.threads = None if args.threads == "auto" else args.threads
     for name in ("sizes", "batch", "small_batch", "warmup", "repeats", "steps", "threads"):  # whole numbers
         value, least = getattr(args, name), 0 if name == "warmup" else 1
-        texts = value if isinstance(value, tuple) else () if value is None else (value,)
+        texts = value if isinstance(value, tuple) else () if value in (None, "auto") else (value,)
         if wrong := [text for text in texts if not text.isdigit() or int(text) < least]:
             parser.error(f"--{name.replace('_', '-')}: expected a whole number >= {least}, got {wrong[0]!r}")
         numbers = tuple(int(text) for text in texts)
@@ -191,10 +190,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         meta |= machine(s.device)
         rows = []
         for group in SECTIONS[section](s):
-            results = runner.group(group)
-            rows += [
-                record(section, label, case, r, meta) for (label, case), r in zip(group.cases, results, strict=True)
-            ]
+            for (label, case), result in zip(group.cases, runner.group(group), strict=True):
+                rows.append(record(section, label, case, result, meta))
         write_csv(s.out / f"{section}.csv", rows)
     render.write(s.out, plot=not s.no_plot, update=s.update_doc)
     print(f"wrote {s.out} ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)

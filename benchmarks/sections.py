@@ -195,22 +195,21 @@ def data(s: Namespace) -> list[Group]:
     return [Group([case]) for case in cases]
 
 
-FORMATS_ROWS = (
-    ("ImageFolder + PIL", "folder"),
-    ("Hugging Face datasets (save_to_disk) + PIL", "hf"),
-    ("litdata shards + PIL", "streaming"),
-    ("litdata shards + nvJPEG on the GPU", "gpu-decode"),
+FORMATS_ROWS = (  # row label, data, device
+    ("ImageFolder + PIL", "folder", "cpu"),
+    ("Hugging Face datasets (save_to_disk) + PIL", "hf", "cpu"),
+    ("litdata shards + PIL", "streaming", "cpu"),
+    ("litdata shards + nvJPEG on the GPU", "gpu-decode", "cuda"),
 )
 
 
 def formats(s: Namespace) -> list[Group]:
     """The ImageNet training path from each storage format, alone, one torch thread: one core's img/s."""
     fields = {"batch": s.small_batch, **timing(s, 1, 3, 4)}
-    rows = FORMATS_ROWS if torch.cuda.is_available() else FORMATS_ROWS[:-1]
-    device = {"gpu-decode": "cuda"}
     return [
-        Group([(label, Case("data", data=name, device=device.get(name, "cpu"), **fields))], threads=1)
-        for label, name in rows
+        Group([(label, Case("data", data=name, device=device, **fields))], threads=1)
+        for label, name, device in FORMATS_ROWS
+        if device == "cpu" or torch.cuda.is_available()
     ]
 
 
