@@ -28,11 +28,11 @@ from benchmarks.records import (
     ms_per_step,
     network_table,
     number,
+    numbers,
     others,
     plot_scaling,
     plot_throughput,
     provenance,
-    rates,
     read,
     seconds,
     spread,
@@ -239,9 +239,8 @@ def sharing(rows: list[Row]) -> str:
     lines = []
     for label in dict.fromkeys(r["label"] for r in rows):
         alone, shared = by_variant.get((label, "False")), by_variant.get((label, "True"))
-        mid = [statistics.median(seconds(r)) if r and rates(r) else None for r in (shared, alone or adaptive_alone)]
-        cells = [spread(seconds(alone)) if alone else "–", fmt_pct(alone["others_cpu"]) if alone else "–"]
-        cells += [spread(seconds(shared)) if shared else "–", fmt_pct(shared["others_cpu"]) if shared else "–"]
+        mid = [statistics.median(times) if (times := seconds(r)) else None for r in (shared, alone or adaptive_alone)]
+        cells = [cell for r in (alone, shared) for cell in (spread(seconds(r)), fmt_pct(numbers(r, "others_cpu")))]
         errors = "; ".join(r["error"][:80] for r in (alone, shared) if r and r["error"])
         lines.append([label, *cells, fmt_ratio(*mid) + ("" if alone else " *"), errors])
     first, cores = rows[0], int(rows[0]["cores"])
@@ -268,12 +267,11 @@ RENDERERS: dict[str, Callable[[list[Row]], str]] = {name: globals()[name] for na
 
 
 def document(sections: dict[str, list[Row]]) -> str:
-    parts = [
+    return "\n".join(
         f"### {TITLES[name]}\n\n{provenance(rows)}\n\n{RENDERERS[name](rows)}\n"
         for name, rows in sections.items()
         if rows
-    ]
-    return "\n".join(parts)
+    )
 
 
 def update_doc(path: Path, text: str) -> None:
