@@ -26,17 +26,8 @@ from resattn import get_variant
 from resattn.summary import count_gmacs
 
 ROOT = Path(__file__).resolve().parents[1]
-LOOPS = {  # loop: what one step of it is
-    "eval": "model.eval() forward under torch.inference_mode()",
-    "bare": "forward, cross-entropy, backward, SGD step, zero_grad(set_to_none=True) in a plain loop",
-    "bare+metrics": "bare plus what ImageClassifier.training_step adds (metric updates, the non-finite-loss flag)",
-    "lightning-minimal": "Trainer.fit of a LightningModule whose training_step returns the loss only",
-    "lightning": "Trainer.fit of ImageClassifier as train.py runs it (progress bar and logging of conf/; no "
-    "validation, no checkpoints: no disk writes are timed)",
-    "data": "the next training batch of a data pipeline, without a network",
-    "train.py": "python train.py of a model and a data config for `steps` training batches, one validation batch "
-    "and no test, start to exit, optionally with cpu_threads fixed and beside a busy `neighbour` process",
-}
+# what one step of each loop is: BENCHMARKS.md, "How it measures"; the train.py loop: worker._script
+LOOPS = ("eval", "bare", "bare+metrics", "lightning-minimal", "lightning", "data", "train.py")
 PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}  # the trainer's names
 NETWORK_DATA = ("fixed", "dataloader", "device")
 PIPELINES = ("dataloader", "device", "folder", "hf", "streaming", "gpu-decode")
@@ -185,8 +176,9 @@ def _network(case: Case) -> Subject:
 
 
 def _lightning(case: Case) -> Subject:
-    """``Trainer.fit`` as train.py configures it; one fresh fit of ``n + 1`` steps per run, whose first step
-    ends where the timed work starts."""
+    """``Trainer.fit`` as train.py configures it (progress bar, logging of conf/; no validation and no checkpoints,
+    so no disk writes are timed); one fresh fit of ``n + 1`` steps per run, whose first step ends where the timed
+    work starts."""
     module = _classifier(case, compile=case.compile)
     if case.loop == "lightning-minimal":
         module = MinimalModule(module.net, case.channels_last)

@@ -10,7 +10,7 @@ real loaders (decoding, transforms, seeding, collation) counts:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +101,9 @@ def image_format(data: str, root: Path, batch: int) -> ImageDataModule:
     a JPEG set written under ``root``; raises :class:`~datamodules.optional.MissingExtraError` without its extra."""
     write_jpeg_set(root / "tree")
     common: dict[str, Any] = dict(image_size=224, batch_size=batch, num_workers=0, val_fraction=0.0)
-    folder: Callable[[], ImageDataModule] = lambda: ImageFolderDataModule(root=str(root / "tree"), **common)  # noqa: E731
+    folder = ImageFolderDataModule(root=str(root / "tree"), **common)
     if data == "folder":
-        return folder()
+        return folder
     if data == "hf":
         from datamodules.hf import HFDataModule
 
@@ -113,7 +113,7 @@ def image_format(data: str, root: Path, batch: int) -> ImageDataModule:
 
     gpu = data == "gpu-decode"
     datamodule = StreamingDataModule(root=str(root / "cache"), input_dir=str(root / "shards"), gpu_decode=gpu, **common)
-    write_shards(folder(), root / "shards", verbose=False)
+    write_shards(folder, root / "shards", verbose=False)
     if gpu:  # attached to a one-GPU Trainer, its loaders hand undecoded batches to the device
         datamodule.trainer = L.Trainer(accelerator="gpu", devices=1, logger=False, enable_progress_bar=False)
     return datamodule

@@ -42,26 +42,31 @@ def read(folder: Path) -> dict[str, list[Row]]:
     return sections
 
 
-def rates(row: Row) -> list[float]:
-    return [float(v) for v in row.get("img_s", "").split(";") if v]
+def numbers(row: Row | None, key: str) -> list[float]:
+    """The numbers in a row's cell: one per round where it holds several (``a;b``)."""
+    return [float(v) for v in row.get(key, "").split(";") if v] if row else []
+
+
+def rates(row: Row | None) -> list[float]:
+    return numbers(row, "img_s")
 
 
 def median(row: Row | None) -> float | None:
-    return statistics.median(rates(row)) if row and rates(row) else None
+    return statistics.median(rates(row)) if rates(row) else None
 
 
 def number(text: str | None) -> float | None:
     return float(text) if text else None
 
 
-def seconds(row: Row) -> list[float]:
+def seconds(row: Row | None) -> list[float]:
     """A ``train.py`` row's seconds per round, start to exit (its img/s: training images per second of it all)."""
     return [int(row["steps"]) * int(row["batch"]) / rate for rate in rates(row)]
 
 
 def fmt_rate(row: Row | None) -> str:
     """``median (min–max)`` of a row's rounds, or ``–``."""
-    return spread(rates(row) if row else [])
+    return spread(rates(row))
 
 
 def spread(values: Sequence[float]) -> str:
@@ -75,11 +80,9 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
     return "–" if a is None or not b else f"{a / b:.2f}x"
 
 
-def fmt_pct(value: float | str | list[float] | None) -> str:
-    """A share in per cent; of several (a list, or ``a;b`` as a CSV holds them), their range."""
-    values = [float(v) for v in value.split(";") if v] if isinstance(value, str) else value
-    if not isinstance(values, list):
-        return "–" if values is None else f"{100 * values:.0f} %"
+def fmt_pct(value: float | Sequence[float] | None) -> str:
+    """A share in per cent; of several, their range."""
+    values = [] if value is None else [value] if isinstance(value, (int, float)) else list(value)
     low, high = (f"{100 * v:.0f}" for v in (min(values, default=0), max(values, default=0)))
     return "–" if not values else f"{low} %" if low == high else f"{low}–{high} %"
 
@@ -96,8 +99,7 @@ def fmt_hours(seconds: float | None) -> str:
 
 def others(rows: Iterable[Row | None]) -> str:
     """The largest share of the CPU other processes used while ``rows`` were measured."""
-    shares = [float(v) for r in rows if r and r["others_cpu"] for v in r["others_cpu"].split(";")]
-    return fmt_pct(max(shares, default=None))
+    return fmt_pct(max((share for r in rows for share in numbers(r, "others_cpu")), default=None))
 
 
 def config(row: Row, mode: bool = False) -> str:
@@ -168,18 +170,20 @@ def network_cells(pair: dict[str, Row]) -> dict[str, object]:
     }
 
 
-def network_table(rows: list[Row], columns: Sequence[str]) -> str:
-    return table(columns, [[network_cells(pair)[c] for c in columns] for pair in train_eval(rows)])
+def network_table(rows: list[Row], omit: Sequence[str] = ()) -> str:
+    """The columns of :func:`network_cells` but ``omit``, a row per configuration."""
+    cells = [{key: cell for key, cell in network_cells(pair).items() if key not in omit} for pair in train_eval(rows)]
+    return table(list(cells[0]), [list(row.values()) for row in cells])
 
 
 def plot_throughput(rows: list[Row], path: Path) -> None:
     """Train and eval img/s (median, min–max whiskers): one panel per network, input size and batch, one pair of bars
     per library and configuration (pytorchcv in the panel of the network it implements)."""
-    panels: dict[tuple[str, int, int], list[dict[str, Row]]] = {}
+    panels: dict[tuple[str, int, int], list[tuple[Row, dict[str, Row]]]] = {}
     for pair in by_loop(rows, "library", "arch", "size", "batch", "precision", "channels_last", "compile").values():
         r = next(iter(pair.values()))
         if any(rates(row) for row in pair.values()):
-            panels.setdefault((TWINS.get(r["arch"], r["arch"]), int(r["size"]), int(r["batch"])), []).append(pair)
+            panels.setdefault((TWINS.get(r["arch"], r["arch"]), int(r["size"]), int(r["batch"])), []).append((r, pair))
     if not panels:
         return
     plt = pyplot()
@@ -192,10 +196,8 @@ def plot_throughput(rows: list[Row], path: Path) -> None:
     colors = {("resattn", "bare"): "#1f77b4", ("resattn", "eval"): "#9ecae1"}
     colors |= {("pytorchcv", "bare"): "#d62728", ("pytorchcv", "eval"): "#fcae91"}
     for ax, key in zip(axes.flat, keys, strict=False):
-        entries = sorted(
-            panels[key], key=lambda p: (config(next(iter(p.values())), True), next(iter(p.values()))["library"])
-        )
-        for y, pair in enumerate(entries):
+        entries = sorted(panels[key], key=lambda entry: (config(entry[0], True), entry[0]["library"]))
+        for y, (_, pair) in enumerate(entries):
             for offset, (loop, r) in zip((-0.2, 0.2), sorted(pair.items()), strict=False):
                 if values := rates(r):
                     mid, label = statistics.median(values), f"{r['library']} {'train' if loop == 'bare' else 'eval'}"
@@ -203,7 +205,7 @@ def plot_throughput(rows: list[Row], path: Path) -> None:
                     ax.barh(
                         y + offset, mid, 0.38, color=colors[r["library"], loop], xerr=whisker, capsize=2, label=label
                     )
-        ticks = [f"{r['library']}\n{config(r, True)}" for r in (next(iter(p.values())) for p in entries)]
+        ticks = [f"{r['library']}\n{config(r, True)}" for r, _ in entries]
         ax.set_yticks(range(len(entries)), ticks, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(f"{key[0]} at {key[1]}x{key[1]}, batch {key[2]}", fontsize=9)
@@ -234,10 +236,8 @@ def plot_scaling(rows: list[Row], path: Path) -> None:
         ax.plot(xs, [median(p["bare"]) for p in series], "o-", label="train img/s")
         ax.plot(xs, [median(p["eval"]) for p in series], "s--", label="eval img/s")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log" if field == "size" else "linear")
+        ax.set(yscale="log" if field == "size" else "linear", xlabel=xlabel, ylabel="images / s")
         ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("images / s")
         twin = ax.twinx()
         twin.plot(xs, [number(p["bare"]["peak_mib"]) for p in series], "^:", color="gray", label="train peak MiB")
         twin.set_ylabel("training peak memory (MiB)")

@@ -28,11 +28,11 @@ from benchmarks.records import (
     ms_per_step,
     network_table,
     number,
+    numbers,
     others,
     plot_scaling,
     plot_throughput,
     provenance,
-    rates,
     read,
     seconds,
     spread,
@@ -110,9 +110,7 @@ def models(rows: list[Row]) -> str:
         f"configuration of a network in one process, interleaved; peak memory: {memory(rows[0])}, one process per "
         "case. The warm-up column is the untimed first training step(s), which include torch.compile's compilation."
     )
-    columns = ["variant", "input", "batch", "precision/format/mode", "params (M)", "GMACs/img", "train img/s"]
-    columns += ["eval img/s", "train peak MiB", "eval peak MiB", "train warm-up s", "threads", "others' CPU", "error"]
-    return note + "\n\n" + network_table(rows, columns)
+    return note + "\n\n" + network_table(rows)
 
 
 def scaling(rows: list[Row]) -> str:
@@ -120,8 +118,8 @@ def scaling(rows: list[Row]) -> str:
         f"`{rows[0]['arch']}` at resattn's default configuration on {rows[0]['device']} ({config(rows[0], True)}); "
         f"img/s as {timing(rows[0])}; every case alone in a process (throughput and peak memory)."
     )
-    columns = ["input", "batch", "GMACs/img", "train img/s", "eval img/s", "train peak MiB", "eval peak MiB"]
-    return note + "\n\n" + network_table(rows, [*columns, "threads", "others' CPU", "error"])
+    omit = ("variant", "precision/format/mode", "params (M)", "train warm-up s")  # one network, at its default
+    return note + "\n\n" + network_table(rows, omit)
 
 
 def options(rows: list[Row]) -> str:
@@ -162,10 +160,8 @@ def loops(rows: list[Row]) -> str:
         lines = []
         for r in results:
             step, base = ms_per_step(r), bare.get(r["data"])
-            extra = None if step is None or base is None else step - base
-            overhead = "–" if extra is None else fmt_pct(extra / base)
-            vs_bare = "–" if extra is None else f"{extra:+.2f}"
-            lines.append([r["label"], r["data"], fmt_rate(r), f"{step or 0:.2f}", vs_bare, overhead, others([r])])
+            extra = ["–", "–"] if step is None or base is None else [f"{step - base:+.2f}", fmt_pct(step / base - 1)]
+            lines.append([r["label"], r["data"], fmt_rate(r), f"{step or 0:.2f}", *extra, others([r])])
         network = PROBE_NOTE if arch == "linear-probe" else f"`{arch}`"
         first = results[0]
         parts.append(
@@ -188,18 +184,16 @@ def data(rows: list[Row]) -> str:
 
 
 def formats(rows: list[Row]) -> str:
-    options = {"folder": "data=folder", "hf": "data=hf", "streaming": "data=streaming"}
-    options["gpu-decode"] = "data.gpu_decode=true"
     lines, best = [], 0.0
     for r in rows:
-        rate = median(r)
-        if rate is None:
-            lines.append([r["label"], f"`{options[r['data']]}`", r["device"], r["error"], "–", "–", "–", "–"])
+        option = f"`{'data.gpu_decode=true' if r['data'] == 'gpu-decode' else 'data=' + r['data']}`"
+        if (rate := median(r)) is None:
+            lines.append([r["label"], option, r["device"], r["error"], "–", "–", "–", "–"])
             continue
         best, ceiling = max(best, rate), rate * NODE_CORES
         cells = [fmt_rate(r), f"{1000 / rate:.1f}", f"{ceiling:,.0f} img/s", fmt_hours(PAPER_IMAGENET_IMAGES / ceiling)]
-        lines.append([r["label"], f"`{options[r['data']]}`", r["device"], *cells, others([r])])
-    first = rows[0]
+        lines.append([r["label"], option, r["device"], *cells, others([r])])
+    first, images = rows[0], f"{PAPER_IMAGENET_IMAGES / 1e6:.0f} M images"
     note = (
         "Each storage format's training loader as the datamodule builds it (decode, RandomResizedCrop(224), flip, "
         f"normalise, collate; batch {first['batch']}) with `num_workers=0` and one torch thread, so the rate is one "
@@ -208,30 +202,19 @@ def formats(rows: list[Row]) -> str:
         "ImageFolder tree, a Hugging Face dataset saved to disk and shards of `python -m datamodules.shards`; img/s as "
         f"{timing(first)}. The GPU row (`data.gpu_decode=true`) appears when CUDA is present.\n\n"
         "The ceiling: data loading caps ImageNet Attention-56 training at cores x img/s per core, whatever the GPUs; "
-        f"the paper's schedule (530k iterations at batch 256, {PAPER_IMAGENET_IMAGES / 1e6:.0f} M images, "
+        f"the paper's schedule (530k iterations at batch 256, {images}, "
         f"docs/paper.md §5.3) cannot finish sooner than the time shown with {NODE_CORES} cores loading data. The "
         f"measuring machine's {first['cores']} cores cap it at {best * int(first['cores']):,.0f} img/s."
     )
-    header = [
-        "pipeline",
-        "option",
-        "device",
-        "img/s per core",
-        "cores per 1,000 img/s",
-        f"ceiling on {NODE_CORES} cores",
-    ]
-    header += [f"{PAPER_IMAGENET_IMAGES / 1e6:.0f} M images on {NODE_CORES} cores take at least", "others' CPU"]
+    header = ["pipeline", "option", "device", "img/s per core", "cores per 1,000 img/s"]
+    header += [f"ceiling on {NODE_CORES} cores", f"{images} on {NODE_CORES} cores take at least", "others' CPU"]
     return note + "\n\n" + table(header, lines)
 
 
 def recipe(rows: list[Row]) -> str:
     fits = [r for r in rows if r["loop"] == "lightning"]
-    lines = []
-    for r in fits:
-        rate = median(r)
-        lines.append(
-            [r["label"], fmt_rate(r), fmt_hours(PAPER_CIFAR_IMAGES / rate if rate else None), others([r]), r["error"]]
-        )
+    hours = [fmt_hours(PAPER_CIFAR_IMAGES / rate if (rate := median(r)) else None) for r in fits]
+    lines = [[r["label"], fmt_rate(r), time, others([r]), r["error"]] for r, time in zip(fits, hours, strict=True)]
     first = fits[0]
     text = (
         f"`Trainer.fit` of `ImageClassifier(arch={first['arch']})` at resattn's default ({config(first, True)}) with "
@@ -256,9 +239,8 @@ def sharing(rows: list[Row]) -> str:
     lines = []
     for label in dict.fromkeys(r["label"] for r in rows):
         alone, shared = by_variant.get((label, "False")), by_variant.get((label, "True"))
-        mid = [statistics.median(seconds(r)) if r and rates(r) else None for r in (shared, alone or adaptive_alone)]
-        cells = [spread(seconds(alone)) if alone else "–", fmt_pct(alone["others_cpu"]) if alone else "–"]
-        cells += [spread(seconds(shared)) if shared else "–", fmt_pct(shared["others_cpu"]) if shared else "–"]
+        mid = [statistics.median(times) if (times := seconds(r)) else None for r in (shared, alone or adaptive_alone)]
+        cells = [cell for r in (alone, shared) for cell in (spread(seconds(r)), fmt_pct(numbers(r, "others_cpu")))]
         errors = "; ".join(r["error"][:80] for r in (alone, shared) if r and r["error"])
         lines.append([label, *cells, fmt_ratio(*mid) + ("" if alone else " *"), errors])
     first, cores = rows[0], int(rows[0]["cores"])
@@ -285,12 +267,11 @@ RENDERERS: dict[str, Callable[[list[Row]], str]] = {name: globals()[name] for na
 
 
 def document(sections: dict[str, list[Row]]) -> str:
-    parts = [
+    return "\n".join(
         f"### {TITLES[name]}\n\n{provenance(rows)}\n\n{RENDERERS[name](rows)}\n"
         for name, rows in sections.items()
         if rows
-    ]
-    return "\n".join(parts)
+    )
 
 
 def update_doc(path: Path, text: str) -> None:

@@ -27,7 +27,7 @@ import torch
 from benchmarks import render
 from benchmarks.cases import PRECISIONS, ROOT, Case
 from benchmarks.records import TITLES, fmt_pct
-from benchmarks.sections import COMPILE_ON_CPU, FORMATS, MODES, QUICK_SECTIONS, SECTIONS, Group, Settings
+from benchmarks.sections import COMPILE_ON_CPU, FORMATS, MODES, QUICK_SECTIONS, SECTIONS, Group, resattn_default
 from benchmarks.worker import Contention, run_in_process
 
 COLUMNS = ["section", "label", *(f.name for f in fields(Case))]
@@ -45,7 +45,7 @@ def idle_cores() -> int:
 class Runner:
     """Runs groups in fresh processes (an identical group only once) and prints what each one took."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: argparse.Namespace) -> None:
         self.settings = settings
         self.done: dict[tuple[Case, ...], list[dict[str, Any]]] = {}
 
@@ -77,24 +77,20 @@ class Runner:
 
 def machine(device: str) -> dict[str, str]:
     """Where and with what the numbers were measured."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    cpu = (names or [platform.processor() or platform.machine()])[0]
     try:
         pytorchcv = version("pytorchcv")
     except PackageNotFoundError:
         pytorchcv = "not installed"
-    gpu = torch.cuda.get_device_name(torch.device(device)) if device != "cpu" else "none"
-    versions = f"python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
-    versions += f"lightning {lightning.__version__}, pytorchcv {pytorchcv}"
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__}
+    versions |= {"lightning": lightning.__version__, "pytorchcv": pytorchcv}
     return {
         "cpu": f"{cpu}, {torch.backends.cpu.get_cpu_capability()}",
         "cores": str(os.cpu_count()),
-        "gpu": gpu,
-        "versions": versions,
+        "gpu": torch.cuda.get_device_name(torch.device(device)) if device != "cpu" else "none",
+        "versions": ", ".join(f"{name} {v}" for name, v in versions.items()),
     }
 
 
@@ -110,11 +106,8 @@ def record(section: str, label: str, case: Case, result: dict[str, Any], meta: d
     """One CSV row: the case, what was measured (rounded) and where."""
     digits = {"img_s": 3, "peak_mib": 1, "warmup_s": 2, "others_cpu": 3, "params_m": 3, "gmacs": 3}
     measured = {key: _text(result.get(key), digits.get(key, 0)) for key in COLUMNS if key in result or key == "error"}
-    return (
-        {key: str(value) for key, value in {"section": section, "label": label, **asdict(case)}.items()}
-        | measured
-        | meta
-    )
+    described = {"section": section, "label": label, **asdict(case)}
+    return {key: str(value) for key, value in described.items()} | measured | meta
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, str]]) -> None:
@@ -125,11 +118,11 @@ def write_csv(path: Path, rows: Sequence[dict[str, str]]) -> None:
         writer.writerows(rows)
 
 
-def _values(accepted: Sequence[str] = (), item: Callable[[str], Any] = str) -> Callable[[str], tuple[Any, ...]]:
-    """A comma-separated list of ``item``s, each one of ``accepted`` where given."""
+def _items(accepted: Sequence[str] = ()) -> Callable[[str], tuple[str, ...]]:
+    """A comma-separated list, each item one of ``accepted`` where given."""
 
-    def parse(text: str) -> tuple[Any, ...]:
-        values = tuple(item(v) for v in text.split(",") if v)
+    def parse(text: str) -> tuple[str, ...]:
+        values = tuple(v for v in text.split(",") if v)
         if accepted and (unknown := [v for v in values if v not in accepted]):
             raise argparse.ArgumentTypeError(f"unknown {', '.join(unknown)}; accepted: {', '.join(accepted)}")
         return values
@@ -137,22 +130,9 @@ def _values(accepted: Sequence[str] = (), item: Callable[[str], Any] = str) -> C
     return parse
 
 
-def _count(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not text.isdigit() or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
-        return int(text)
-
-    return parse
-
-
-def _device(text: str) -> str:
-    if text != "cpu" and not text.startswith("cuda"):
-        raise argparse.ArgumentTypeError(f"expected cpu or cuda[:N], got {text!r}")
-    return text
-
-
-def parse_args(argv: Sequence[str] | None = None) -> Settings:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, its defaults that depend on ``--quick`` and the device filled in, plus ``gpu`` and
+    ``default``, resattn's ``(precision, channels_last, compile)`` on the device."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
         description="Throughput and memory of resattn: one CSV record per section, Markdown and plots from them.",
@@ -160,34 +140,43 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     )
     add = parser.add_argument
     add("--quick", action="store_true", help=f"a few minutes: {','.join(QUICK_SECTIONS)}, fewer cases and repeats")
-    add("--sections", type=_values(tuple(SECTIONS)), help="comma-separated (default: all; --quick: its three)")
-    add("--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
-    add("--variants", type=_values(), help="models section: timm names (default: Attention-56/92, ImageNet and CIFAR)")
-    positive = _count(1)
-    add("--sizes", type=_values(item=positive), default=(), help="models section: input sizes (default: the variant's)")
-    add("--precisions", type=_values(tuple(PRECISIONS)), default=("32-true", "bf16-mixed"), help="32-true,bf16-mixed")
-    add("--formats", type=_values(FORMATS), default=FORMATS, help="memory formats: nchw,channels_last")
+    add("--sections", type=_items(tuple(SECTIONS)), help="comma-separated (default: all; --quick: its three)")
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda[:N]")
+    add("--variants", type=_items(), help="models section: timm names (default: Attention-56/92, ImageNet and CIFAR)")
+    add("--sizes", type=_items(), default=(), help="models section: input sizes (default: the variant's)")
+    add("--precisions", type=_items(tuple(PRECISIONS)), default=("32-true", "bf16-mixed"), help="32-true,bf16-mixed")
+    add("--formats", type=_items(FORMATS), default=FORMATS, help="memory formats: nchw,channels_last")
     modes = f"models section: eager,compile (default: both on a GPU; on a CPU eager, plus {', '.join(COMPILE_ON_CPU)}"
-    add("--modes", type=_values(MODES), help=modes + " compiled at resattn's default)")
-    add("--batch", type=positive, help="batch at >= 128 px (default 4 on a CPU, 64 on a GPU, 2 with --quick)")
-    add("--small-batch", type=positive, help="batch at CIFAR sizes: loops, data (default 64, --quick 32)")
-    add("--warmup", type=_count(0), help="untimed steps per case (default: per section)")
-    add("--repeats", type=positive, help="timed rounds per case (default 3; compare 5; --quick 2)")
-    add("--steps", type=positive, help="steps per round (default: per section and device)")
+    add("--modes", type=_items(MODES), help=modes + " compiled at resattn's default)")
+    add("--batch", help="batch at >= 128 px (default 4 on a CPU, 64 on a GPU, 2 with --quick)")
+    add("--small-batch", help="batch at CIFAR sizes: loops, data (default 64, --quick 32)")
+    add("--warmup", help="untimed steps per case (default: per section)")
+    add("--repeats", help="timed rounds per case (default 3; compare 5; --quick 2)")
+    add("--steps", help="steps per round (default: per section and device)")
     add("--loop-arch", default="resattn56_cifar", help="network of the options and loops sections")
-    threads = "torch threads per process; auto (default): the idle cores"
-    add("--threads", type=lambda t: 0 if t == "auto" else positive(t), default=0, help=threads)
+    add("--threads", default="auto", help="torch threads per process; auto (default): the idle cores")
     add("--timeout", type=float, default=1800.0, help="seconds per process (sharing: per round)")
     add("--out", type=Path, help="folder of the CSVs (default benchmarks/results; --quick: a temporary folder)")
     add("--update-doc", action="store_true", help="also write the rendered tables into BENCHMARKS.md")
     add("--no-plot", action="store_true", help="write no plots")
     args = parser.parse_args(argv)
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        parser.error(f"--device: expected cpu or cuda[:N], got {args.device!r}")
+    for name in ("sizes", "batch", "small_batch", "warmup", "repeats", "steps", "threads"):  # whole numbers
+        value, least = getattr(args, name), 0 if name == "warmup" else 1
+        texts = value if isinstance(value, tuple) else () if value in (None, "auto") else (value,)
+        if wrong := [text for text in texts if not text.isdigit() or int(text) < least]:
+            parser.error(f"--{name.replace('_', '-')}: expected a whole number >= {least}, got {wrong[0]!r}")
+        numbers = tuple(int(text) for text in texts)
+        setattr(args, name, numbers if isinstance(value, tuple) else numbers[0] if numbers else None)
+    args.threads = args.threads or 0  # 0: the idle cores
     args.sections = args.sections or (QUICK_SECTIONS if args.quick else tuple(SECTIONS))
-    args.batch = args.batch or (64 if args.device != "cpu" else 2 if args.quick else 4)
+    args.gpu, args.default = args.device != "cpu", resattn_default(args.device)
+    args.batch = args.batch or (64 if args.gpu else 2 if args.quick else 4)
     args.small_batch = args.small_batch or (32 if args.quick else 64)
     quick_out = Path(tempfile.gettempdir()) / "resattn-benchmarks-quick"
     args.out = args.out or (quick_out if args.quick else ROOT / "benchmarks" / "results")
-    return Settings(args)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
@@ -201,10 +190,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         meta |= machine(s.device)
         rows = []
         for group in SECTIONS[section](s):
-            results = runner.group(group)
-            rows += [
-                record(section, label, case, r, meta) for (label, case), r in zip(group.cases, results, strict=True)
-            ]
+            for (label, case), result in zip(group.cases, runner.group(group), strict=True):
+                rows.append(record(section, label, case, result, meta))
         write_csv(s.out / f"{section}.csv", rows)
     render.write(s.out, plot=not s.no_plot, update=s.update_doc)
     print(f"wrote {s.out} ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)

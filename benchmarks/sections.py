@@ -1,13 +1,14 @@
 """The benchmark's sections (one function per section, named as in :data:`benchmarks.records.TITLES`): which cases
 each measures, grouped how. Each :class:`Group` runs in a fresh process with its cases' rounds interleaved, so the
 ratios inside a group survive changes in the machine's load; where a group holds several cases, the peak memory of
-each one that a table shows comes from a process of its own."""
+each one that a table shows comes from a process of its own. Each section reads the parsed command line
+(:func:`benchmarks.run.parse_args`: its options, ``gpu`` and resattn's ``default`` filled in)."""
 
 from __future__ import annotations
 
-import argparse
+from argparse import Namespace
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -38,40 +39,27 @@ class Group:
     timeout: float | None = None
 
 
-@dataclass
-class Settings:
-    """The parsed command line (its options read as attributes), with the defaults that depend on ``--quick`` and
-    the device filled in, and resattn's default configuration."""
+def timing(s: Namespace, warmup: int, repeats: int, steps: int) -> dict[str, int]:
+    """A section's warm-up, repeats and steps: ``--warmup/--repeats/--steps`` where given, else these (with
+    ``--quick`` 2 repeats of half the steps)."""
+    if s.quick:
+        repeats, steps = 2, max(1, steps // 2)
+    chosen = {"warmup": warmup, "repeats": repeats, "steps": steps}
+    return {key: value if getattr(s, key) is None else getattr(s, key) for key, value in chosen.items()}
 
-    args: argparse.Namespace
-    default: tuple[str, bool, bool] = field(init=False)  # resattn's (precision, channels_last, compile)
 
-    def __post_init__(self) -> None:
-        self.default = resattn_default(self.device)
+def _network_timing(s: Namespace, repeats: int = 3, cpu_steps: int = 1) -> dict[str, int]:
+    """A network's timing: a GPU's steps are short, so more of them and a longer warm-up."""
+    return timing(s, 5 if s.gpu else 2, repeats, 10 if s.gpu else cpu_steps)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.args, name)
 
-    @property
-    def gpu(self) -> bool:
-        return self.device != "cpu"
+def _loop_timing(s: Namespace) -> dict[str, int]:
+    return timing(s, 3, 3, 20 if s.gpu else 4)
 
-    @property
-    def at_default(self) -> dict[str, Any]:
-        """The Case fields of resattn's default precision and memory format."""
-        return {"precision": self.default[0], "channels_last": self.default[1]}
 
-    def case(self, loop: str, arch: str = "", **fields: Any) -> Case:
-        return Case(loop, arch, **{"device": self.device, **fields})
-
-    def timing(self, warmup: int, repeats: int, steps: int) -> dict[str, int]:
-        """A section's warm-up, repeats and steps: ``--warmup/--repeats/--steps`` where given, else these (with
-        ``--quick`` 2 repeats of half the steps)."""
-        if self.quick:
-            repeats, steps = 2, max(1, steps // 2)
-        given = {"warmup": self.args.warmup, "repeats": self.args.repeats, "steps": self.args.steps}
-        chosen = {"warmup": warmup, "repeats": repeats, "steps": steps}
-        return {key: chosen[key] if value is None else value for key, value in given.items()}
+def _at_default(s: Namespace) -> dict[str, Any]:
+    """The Case fields of resattn's default precision and memory format."""
+    return {"precision": s.default[0], "channels_last": s.default[1]}
 
 
 def resattn_default(device: str) -> tuple[str, bool, bool]:
@@ -81,10 +69,10 @@ def resattn_default(device: str) -> tuple[str, bool, bool]:
     return str(cfg.trainer.precision), bool(cfg.module.channels_last), bool(cfg.module.compile)
 
 
-def compare(s: Settings) -> list[Group]:
+def compare(s: Namespace) -> list[Group]:
     """ImageNet Attention-56/92 at 224 against pytorchcv's twins: train and eval of every precision x format of
     both libraries in one process per network (the second network: fp32 and resattn's default only)."""
-    timing = s.timing(warmup=5 if s.gpu else 2, repeats=5, steps=10 if s.gpu else 2)
+    fields = {"size": 224, "batch": s.batch, "device": s.device, **_network_timing(s, repeats=5, cpu_steps=2)}
     twins = {ours: theirs for theirs, ours in TWINS.items()}
     models = ("resattn56",) if s.quick else ("resattn56", "resattn92")
     defaults = {"resattn": s.default[:2], "pytorchcv": PYTORCHCV_DEFAULT}
@@ -92,47 +80,39 @@ def compare(s: Settings) -> list[Group]:
     for index, model in enumerate(models):
         configs = [(p, f == "channels_last") for p in s.precisions for f in s.formats]
         if s.quick or index > 0:
-            configs = [
-                c for c in configs if c in defaults.values() or (index > 0 and not s.quick and c[0] == "32-true")
-            ]
+            configs = [c for c in configs if c in defaults.values() or (index > 0 and c[0] == "32-true")]
         cases = [
             (
                 f"{library} default" if config == defaults[library] else "",
-                s.case(
-                    loop,
-                    arch,
-                    library=library,
-                    **{"size": 224, "batch": s.batch, "precision": config[0], "channels_last": config[1], **timing},
-                ),
+                Case(loop, arch, library=library, precision=config[0], channels_last=config[1], **fields),
             )
             for config in configs
             for library, arch in (("resattn", model), ("pytorchcv", twins[model]))
             for loop in ("bare", "eval")
         ]
         groups.append(Group(cases, memory=("bare",)))
-    once = {"warmup": 1, "repeats": 1, "steps": 1}
+    below = {**fields, "size": 64, "warmup": 1, "repeats": 1, "steps": 1}
     for library, arch in (("resattn", models[0]), ("pytorchcv", twins[models[0]])):
-        groups.append(Group([("below 224", s.case("bare", arch, library=library, size=64, batch=s.batch, **once))]))
+        groups.append(Group([("below 224", Case("bare", arch, library=library, **below))]))
     return groups
 
 
-def models(s: Settings) -> list[Group]:
+def models(s: Namespace) -> list[Group]:
     """Every variant x size x precision x format x mode, train and eval, one process per network and size."""
     variants = s.variants or (("resattn56_cifar",) if s.quick else ALL_VARIANTS)
     modes = s.modes or (MODES if s.gpu else ("eager",))
     groups = []
     for variant in variants:
         for size in s.sizes or (get_variant(variant).input_size[-1],):
-            large = size >= 128
-            timing = s.timing(warmup=5 if s.gpu else 2, repeats=3, steps=10 if s.gpu else 1 if large else 3)
             configs = [
                 (p, f == "channels_last", m == "compile") for m in modes for p in s.precisions for f in s.formats
             ]
             if variant in COMPILE_ON_CPU and not (s.gpu or s.quick or (*s.default[:2], True) in configs):
                 configs.append((*s.default[:2], True))
-            fields = {"size": size, "batch": s.batch if large else s.small_batch, **timing}
+            fields = {"size": size, "batch": s.batch if size >= 128 else s.small_batch, "device": s.device}
+            fields |= _network_timing(s, cpu_steps=1 if size >= 128 else 3)
             cases = [
-                ("", s.case(loop, variant, precision=p, channels_last=cl, compile=c, **fields))
+                ("", Case(loop, variant, precision=p, channels_last=cl, compile=c, **fields))
                 for p, cl, c in configs
                 for loop in ("bare", "eval")
             ]
@@ -151,9 +131,9 @@ OPTIONS = (  # row label, the fields that differ from all off
 )
 
 
-def options(s: Settings) -> list[Group]:
+def options(s: Namespace) -> list[Group]:
     """The Lightning training path with each fast option alone, all off and all on, interleaved."""
-    base = s.case("lightning", s.loop_arch, batch=s.small_batch, data="dataloader", **_loop_timing(s))
+    base = Case("lightning", s.loop_arch, batch=s.small_batch, data="dataloader", device=s.device, **_loop_timing(s))
     return [Group([(label, replace(base, **change)) for label, change in OPTIONS])]
 
 
@@ -175,44 +155,36 @@ PROBE_ROWS = (
 )
 
 
-def _loop_timing(s: Settings) -> dict[str, int]:
-    return s.timing(warmup=3, repeats=3, steps=20 if s.gpu else 4)
-
-
-def loops(s: Settings) -> list[Group]:
+def loops(s: Namespace) -> list[Group]:
     """Lightning against a bare loop on the same network, data and batch, and on the one-layer probe: all in one
-    process."""
-    network = s.case("bare", s.loop_arch, batch=s.small_batch, **_loop_timing(s))
-    probe = replace(network, arch=PROBE, **s.timing(warmup=10, repeats=3, steps=50))
-    wanted = ("bare", "lightning") if s.quick else tuple(row[0] for row in LOOP_ROWS)
-    return [
-        Group(
-            [
-                (label, replace(template, loop=loop, data=data))
-                for template, rows in ((network, LOOP_ROWS), (probe, PROBE_ROWS))
-                for loop, data, label in rows
-                if loop in wanted
-            ]
-        )
+    process (``--quick``: the bare and Lightning loops only)."""
+    network = Case("bare", s.loop_arch, batch=s.small_batch, device=s.device, **_loop_timing(s))
+    probe = replace(network, arch=PROBE, **timing(s, 10, 3, 50))
+    cases = [
+        (label, replace(template, loop=loop, data=data))
+        for template, rows in ((network, LOOP_ROWS), (probe, PROBE_ROWS))
+        for loop, data, label in rows
+        if not s.quick or loop in ("bare", "lightning")
     ]
+    return [Group(cases)]
 
 
-def scaling(s: Settings) -> list[Group]:
+def scaling(s: Namespace) -> list[Group]:
     """Attention-56 at resattn's default against batch size (at 224) and input size: every case alone."""
-    timing = s.timing(warmup=5 if s.gpu else 2, repeats=3, steps=10 if s.gpu else 1)
+    fields = {"device": s.device, **_at_default(s), **_network_timing(s)}
     grid = [(b, 224) for b in ((64, 128, 256) if s.gpu else (1, 2, 4, 8))]
     grid += [(32 if s.gpu else 2, size) for size in (32, 64, 128, 224, 320, 448)]
     return [
-        Group([("", s.case(loop, "resattn56", size=size, batch=batch, **s.at_default, **timing))])
+        Group([("", Case(loop, "resattn56", size=size, batch=batch, **fields))])
         for batch, size in grid
         for loop in ("bare", "eval")
     ]
 
 
-def data(s: Settings) -> list[Group]:
+def data(s: Namespace) -> list[Group]:
     """CIFAR-10's training batches from the datamodule's DataLoader (no workers and train.py's default) and from
     the GPU-resident path, each alone, without a network."""
-    fields = {"batch": s.small_batch, **s.timing(warmup=1, repeats=3, steps=20)}
+    fields = {"batch": s.small_batch, **timing(s, 1, 3, 20)}
     loader = "torchvision transforms.v2 in the datamodule's DataLoader, num_workers="
     cases = [
         (f"{loader}{n}", Case("data", data="dataloader", workers=n, **fields)) for n in {0: 0, default_workers(): 0}
@@ -223,31 +195,30 @@ def data(s: Settings) -> list[Group]:
     return [Group([case]) for case in cases]
 
 
-FORMATS_ROWS = (
-    ("ImageFolder + PIL", "folder"),
-    ("Hugging Face datasets (save_to_disk) + PIL", "hf"),
-    ("litdata shards + PIL", "streaming"),
-    ("litdata shards + nvJPEG on the GPU", "gpu-decode"),
+FORMATS_ROWS = (  # row label, data, device
+    ("ImageFolder + PIL", "folder", "cpu"),
+    ("Hugging Face datasets (save_to_disk) + PIL", "hf", "cpu"),
+    ("litdata shards + PIL", "streaming", "cpu"),
+    ("litdata shards + nvJPEG on the GPU", "gpu-decode", "cuda"),
 )
 
 
-def formats(s: Settings) -> list[Group]:
+def formats(s: Namespace) -> list[Group]:
     """The ImageNet training path from each storage format, alone, one torch thread: one core's img/s."""
-    fields = {"batch": s.small_batch, **s.timing(warmup=1, repeats=3, steps=4)}
-    rows = FORMATS_ROWS if torch.cuda.is_available() else FORMATS_ROWS[:-1]
-    device = {"gpu-decode": "cuda"}
+    fields = {"batch": s.small_batch, **timing(s, 1, 3, 4)}
     return [
-        Group([(label, Case("data", data=name, device=device.get(name, "cpu"), **fields))], threads=1)
-        for label, name in rows
+        Group([(label, Case("data", data=name, device=device, **fields))], threads=1)
+        for label, name, device in FORMATS_ROWS
+        if device == "cpu" or torch.cuda.is_available()
     ]
 
 
-def recipe(s: Settings) -> list[Group]:
+def recipe(s: Namespace) -> list[Group]:
     """The paper's CIFAR Attention-92 schedule through the real training path at resattn's default (both data
     paths interleaved), and ImageNet Attention-56 training at resattn's default, alone."""
-    base = s.case("lightning", "resattn92_cifar", batch=64, compile=s.default[2], **s.at_default, **_loop_timing(s))
-    timing = s.timing(warmup=5 if s.gpu else 2, repeats=3, steps=10 if s.gpu else 1)
-    imagenet = s.case("bare", "resattn56", size=224, batch=s.batch, **s.at_default, **timing)
+    default = {"device": s.device, **_at_default(s)}
+    base = Case("lightning", "resattn92_cifar", batch=64, compile=s.default[2], **default, **_loop_timing(s))
+    imagenet = Case("bare", "resattn56", size=224, batch=s.batch, **default, **_network_timing(s))
     paths = [("DataLoader (default)", "dataloader"), ("data.gpu_resident=true", "device")]
     return [
         Group([(label, replace(base, data=data)) for label, data in paths]),
@@ -255,16 +226,14 @@ def recipe(s: Settings) -> list[Group]:
     ]
 
 
-def sharing(s: Settings) -> list[Group]:
+def sharing(s: Namespace) -> list[Group]:
     """A short training (tiny network, Fashion-MNIST, 60 batches) end to end, alone and beside one busy process,
     with torch's default thread count fixed (before) and with the threads following the free cores (after, the
     default), plus the latter beside it with one DataLoader worker: in one process, interleaved; ``--quick``: one
     round. The process may take ``--timeout`` seconds per round."""
-    timing = s.timing(warmup=0, repeats=3, steps=60)
-    if s.quick:
-        timing |= {"repeats": s.args.repeats or 1, "steps": s.args.steps or 60}
+    fields = timing(s, 0, 3, 60) | ({"repeats": s.repeats or 1, "steps": s.steps or 60} if s.quick else {})
     batch = compose(["data=fashion_mnist"]).data.batch_size
-    base = Case("train.py", "tiny", data="fashion_mnist", batch=batch, workers=default_workers(), **timing)
+    base = Case("train.py", "tiny", data="fashion_mnist", batch=batch, workers=default_workers(), **fields)
     variants = [(f"before: cpu_threads={usable_cores()} fixed", usable_cores()), ("after: cpu_threads=null", 0)]
     cases = [
         (label, replace(base, cpu_threads=threads, neighbour=neighbour))
@@ -272,8 +241,8 @@ def sharing(s: Settings) -> list[Group]:
         for neighbour in (False, True)
     ]
     cases.append(("after, data.num_workers=1", replace(base, workers=1, neighbour=True)))
-    return [Group(cases, threads=1, timeout=s.timeout * timing["repeats"])]
+    return [Group(cases, threads=1, timeout=s.timeout * fields["repeats"])]
 
 
-SECTIONS: dict[str, Callable[[Settings], list[Group]]] = {name: globals()[name] for name in TITLES}
+SECTIONS: dict[str, Callable[[Namespace], list[Group]]] = {name: globals()[name] for name in TITLES}
 QUICK_SECTIONS = ("compare", "loops", "data")
