@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks.cases import ROOT, Case, Stamp, Subject, build
+from lightning_modules.cpu_threads import machine_busy_seconds
 
 # The train.py loop's command: a short training, its data defaults made explicit, logs elsewhere, no resuming.
 TRAIN_PY = (
@@ -43,12 +44,10 @@ class Contention:
         self.start = self._sample()
 
     def _sample(self) -> tuple[float, float, float] | None:
-        try:
-            values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except OSError:
+        busy = machine_busy_seconds()
+        if busy is None:
             return None
         own = os.times()
-        busy = (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
         children = own.children_user + own.children_system if self.children else 0.0
         return busy, own.user + own.system + children, time.perf_counter()
 

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _machine_busy_seconds() -> float | None:
+def machine_busy_seconds() -> float | None:
     """CPU seconds every process of the machine has run (all cores), from ``/proc/stat``; None off Linux."""
     try:
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
@@ -108,7 +108,7 @@ class CpuThreads(L.Callback):
         self._last = self._sample()
 
     def _sample(self) -> tuple[float, float, float] | None:
-        machine = _machine_busy_seconds()
+        machine = machine_busy_seconds()
         return None if machine is None else (time.monotonic(), machine, _own_busy_seconds())
 
     def adapt(self) -> None:
