@@ -91,9 +91,28 @@ class Builder:
             aggregate=True,
         )
 
+    def mask_panels(self) -> list[Any]:
+        """The mask grids, and the masks' amplitude per module against the step, each row's mean over seeds: the
+        logits' spread (how far training lets a mask move the trunk; a line sinking to 0 is a mask turning into a
+        constant 0.5) and the 5th-95th percentile range of M. Whether the network uses its masks is measured offline
+        (``python -m analysis.mask_measures``)."""
+        wr = self.wr
+        amplitude = [
+            wr.LinePlot(
+                title=f"{title} per module (stage<S>_module<M>)",
+                x=STEP,
+                metric_regex=f"^mask/{key}/stage",
+                groupby_aggfunc="mean",
+                aggregate=True,
+            )
+            for key, title in (("logit_std", "mask logit std"), ("range", "mask range, 5th-95th percentile of M"))
+        ]
+        grids = wr.MediaBrowser(title="attention masks", media_keys=["attention_masks"], gallery_axis="step")
+        return [*amplitude, grids]
+
     def workspace(self) -> View:
         """The sweep's saved workspace: curves by row, the swept keys against the result, test/acc1 per row, masks."""
-        ws, wr = self.ws, self.wr
+        ws = self.ws
         results = [self.parallel(self.sweep.keys, self.logged.best)] if self.sweep.keys else []
         results += [self.per_row(["test/acc1"], "stddev")] * self.logged.tested
         sections = [
@@ -105,8 +124,7 @@ class Builder:
             ws.Section(name="Results", panels=results, is_open=True),
         ]
         if self.logged.masks:
-            masks = wr.MediaBrowser(title="attention masks", media_keys=["attention_masks"], gallery_axis="step")
-            sections.append(ws.Section(name="Attention masks", panels=[masks], is_open=True))
+            sections.append(ws.Section(name="Attention masks", panels=self.mask_panels(), is_open=True))
         title = f"{self.sweep.experiment} - sweep {display(self.sweep.group)}"
         return View("workspace", title, self._workspace(title, sections, self.sweep.row_keys))
 
@@ -238,9 +256,9 @@ def claims_markdown(table: Table) -> str:
 
 def named_keys(spec: Any) -> dict[str, set[str]]:
     """The logged keys that a view's JSON specification names, by where W&B looks them up: ``metrics`` (history
-    and summary), ``media`` (images), ``config`` (nested config, dotted) and ``run`` (run attributes: group, ...).
-    Used to check the views against what runs log."""
-    found: dict[str, set[str]] = {"metrics": set(), "media": set(), "config": set(), "run": set()}
+    and summary), ``media`` (images), ``config`` (nested config, dotted) and ``run`` (run attributes: group, ...),
+    and the ``patterns`` (regular expressions) that select metrics. Used to check the views against what runs log."""
+    found: dict[str, set[str]] = {"metrics": set(), "media": set(), "config": set(), "run": set(), "patterns": set()}
 
     def add_accessor(accessor: str) -> None:
         section, _, name = accessor.partition(":")
@@ -259,6 +277,8 @@ def named_keys(spec: Any) -> dict[str, set[str]]:
             if isinstance(config.get(key), str):
                 found["metrics"].add(config[key])
         found["media"].update(config.get("mediaKeys") or [])
+        if isinstance(config.get("metricRegex"), str):
+            found["patterns"].add(config["metricRegex"])
         for column in config.get("columns") or []:
             add_accessor(column["accessor"])
         if set(node) >= {"section", "name"} and isinstance(node.get("name"), str) and "op" not in node:

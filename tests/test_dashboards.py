@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,8 +168,11 @@ def test_every_experiment_builds_views_that_name_only_logged_keys(experiment: st
             spec = view.spec()
             assert round_trip(spec, view.kind) == spec
             named = named_keys(spec)
+            patterns = named.pop("patterns")
             for where, keys in named.items():
                 assert keys <= logged[where], f"{view.title} names {where} keys no run logged: {keys - logged[where]}"
+            unmatched = {p for p in patterns if not any(re.search(p, key) for key in logged["metrics"])}
+            assert not unmatched, f"{view.title} selects metrics that no run logged: {unmatched}"
             assert "task_name" in named["config"] and sweep.group in json.dumps(spec)
         grouped = {key.lstrip("+~") for key in sweep.swept if key != "seed"}
         assert {key.removeprefix("choices.") for key in sweep.row_keys} == grouped
@@ -182,6 +186,9 @@ def test_the_grid_views_show_masks_curves_and_paper_numbers(grid: tuple) -> None
     workspace, report = Builder(sweep, "entity", "resattn").views()
     named = named_keys(workspace.spec())
     assert named["media"] == {"attention_masks"}
+    assert named["patterns"] == {"^mask/logit_std/stage", "^mask/range/stage"}  # the masks' amplitude per module
+    logged = logged_keys(grid[2])["metrics"]
+    assert {"mask/logit_std/stage1_module1", "mask/range/stage3_module1"} <= logged
     assert {"val/acc1", "train/loss", "lr-SGD", "test/acc1", "trainer/global_step"} <= named["metrics"]
     assert named["config"] == {"choices.mask", "task_name"}  # seed=0 fixed the seed: not swept
     text = json.dumps(report.spec())
