@@ -24,6 +24,7 @@ from lightning_modules.config_resolvers import register_resolvers
 from lightning_modules.optim import OPTIMIZERS
 from lightning_modules.sweep_folder import SweepFolder
 from lightning_modules.wandb_runs import config_choices, sweep_group
+from resattn.variants import VARIANTS
 
 SEED = "seed"  # the swept key whose runs repeat a row: the views average over it
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -52,15 +53,19 @@ def _compose(overrides: Sequence[str], mode: RunMode) -> DictConfig:
     return cfg
 
 
-def lr_key(optimizer: Mapping[str, Any]) -> str:
+def lr_key(optimizer: Mapping[str, Any], arch: str) -> str:
     """The name under which Lightning's LearningRateMonitor logs the learning rate (of the first parameter group):
     ``lr-<optimizer class>``, ``/pg1`` added when the optimizer has several groups
-    (:func:`lightning_modules.optim.build_optimizer`: one per weight decay)."""
+    (:func:`lightning_modules.optim.build_optimizer`: one per weight decay; the mask branches' own only when the
+    network ``arch`` has attention modules)."""
     name = optimizer.get("name", "sgd")
     if name not in OPTIMIZERS:
         raise DashboardError(f"unknown optimizer.name {name!r}; accepted: {sorted(OPTIMIZERS)}")
+    masks = arch in VARIANTS and VARIANTS[arch].num_modules > 0
     groups = (
-        1 + bool(optimizer.get("no_weight_decay_on_norm_and_bias")) + (optimizer.get("mask_weight_decay") is not None)
+        1
+        + bool(optimizer.get("no_weight_decay_on_norm_and_bias"))
+        + (masks and optimizer.get("mask_weight_decay") is not None)
     )
     return f"lr-{OPTIMIZERS[name].__name__}" + ("/pg1" if groups > 1 else "")
 
@@ -84,7 +89,7 @@ class Logged:
                 continue
             target = get_class(entry._target_)
             if issubclass(target, LearningRateMonitor):
-                lr.add(lr_key(cfg.optimizer))
+                lr.add(lr_key(cfg.optimizer, str(OmegaConf.select(cfg, "model.arch"))))
             masks |= issubclass(target, AttentionMaskLogger) and bool(entry.get("log_to_wandb", True)) and validation
         return cls(validation, bool(cfg.get("test", True)), frozenset(lr), masks)
 

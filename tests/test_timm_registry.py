@@ -81,8 +81,22 @@ def test_unknown_model_name() -> None:
     # timm's own registry error (it does not list names); resattn.get_variant lists the known variants
     with pytest.raises(RuntimeError, match=r"Unknown model \(resattn999\)"):
         timm.create_model("resattn999")
-    with pytest.raises(TypeError, match=r"unknown variant field\(s\) \['widths'\]"):
-        timm.create_model("resattn_tiny_cifar", widths=(1, 2, 3))
+    with pytest.raises(TypeError, match=r"unknown variant field\(s\) \['depths'\]"):
+        timm.create_model("resattn_tiny_cifar", depths=(1, 2, 3))
+
+
+def test_widths_rescale_the_stages_and_nothing_else() -> None:
+    """``widths`` (one output width per stage) is how the cluttered study size-matches its rows."""
+    net = timm.create_model("resattn_resnet101_cifar", widths=[16, 32, 64], stem_channels=8, num_classes=10, in_chans=1)
+    assert net.spec.widths == (16, 32, 64) and net.num_features == 64
+    assert [s.units_before for s in net.spec.stages] == [
+        s.units_before for s in resattn.VARIANTS["resattn_resnet101_cifar"].stages
+    ]
+    assert sum(p.numel() for p in net.parameters()) == 69282
+    with pytest.raises(
+        ValueError, match=r"widths=\[16, 32\] for 'resattn_tiny_cifar': give one positive int per stage, 3"
+    ):
+        timm.create_model("resattn_tiny_cifar", widths=[16, 32])
 
 
 def feature_sides(family: str, side: int) -> list[int]:
