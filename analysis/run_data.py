@@ -70,7 +70,8 @@ def saved_run_config(ckpt: Path) -> DictConfig | None:
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     hydra_file = run / ".hydra" / "hydra.yaml"
     cwd = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") if hydra_file.is_file() else None
-    cfg.paths.root_dir = str(cwd or Path.cwd())
+    # a run restored from an archive (analysis.run_archive) was started in a folder this machine may not have
+    cfg.paths.root_dir = str(cwd if cwd and Path(cwd).is_dir() else Path.cwd())
     return cfg
 
 
