@@ -60,8 +60,21 @@ default_cfgs = generate_default_cfgs(
 )
 
 
+def _tag_of(pretrained_cfg: Any) -> str | None:
+    """The tag that timm's ``create_model`` passes on: ``"fmnist"`` of ``"resattn56_cifar.fmnist"``, or a cfg's."""
+    if isinstance(pretrained_cfg, str):
+        return pretrained_cfg
+    if isinstance(pretrained_cfg, dict):
+        return pretrained_cfg.get("tag")
+    return getattr(pretrained_cfg, "tag", None)
+
+
 def create_resattn(variant: str, pretrained: bool = False, **kwargs: Any) -> ResidualAttentionNet:
-    """Build a registered variant through timm's builder (pretrained cfg, features_only, overlays)."""
+    """Build a registered variant through timm's builder (pretrained cfg, features_only, overlays). A tag builds the
+    network its weights were trained as: its network options (NAL, widths, mask type: the tag's ``net``) are the
+    defaults, which explicit keyword arguments override."""
+    weights = available().get(f"{variant}.{_tag_of(kwargs.get('pretrained_cfg'))}")
+    kwargs = {**(weights.net if weights else {}), **kwargs}
     out_indices = kwargs.pop("out_indices", tuple(range(len(VARIANTS[variant].stages) + 1)))
     return build_model_with_cfg(
         partial(ResidualAttentionNet, variant),

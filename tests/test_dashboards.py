@@ -64,22 +64,23 @@ def job_dirs(logs: Path, task: str) -> list[Path]:
     return sorted(p.parent for p in (logs / task / "multiruns").rglob("run.json"))
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], list[OfflineRun]]:
-    """``python train.py -m experiment=table1 <GRID>``: two jobs, logged offline."""
-    root = tmp_path_factory.mktemp("grid")
-    run_script("train.py", "-m", "experiment=table1", *GRID, cwd=root)
+def table1_sweep(root: Path, overrides: list[str]) -> tuple[Path, list[Path], list[OfflineRun]]:
+    """``python train.py -m experiment=table1 <overrides>`` in ``root``: its folder, job directories and W&B logs."""
+    run_script("train.py", "-m", "experiment=table1", *overrides, cwd=root)
     jobs = job_dirs(root / "logs", "table1")
     return root, jobs, wandb_runs(jobs)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], list[OfflineRun]]:
+    """Two jobs of a grid, logged offline."""
+    return table1_sweep(tmp_path_factory.mktemp("grid"), GRID)
 
 
 @pytest.fixture(scope="module")
 def search(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], list[OfflineRun]]:
-    """``python train.py -m experiment=table1 <SEARCH>``: two Optuna trials, logged offline."""
-    root = tmp_path_factory.mktemp("search")
-    run_script("train.py", "-m", "experiment=table1", *SEARCH, cwd=root)
-    jobs = job_dirs(root / "logs", "table1")
-    return root, jobs, wandb_runs(jobs)
+    """Two Optuna trials, logged offline."""
+    return table1_sweep(tmp_path_factory.mktemp("search"), SEARCH)
 
 
 def logged_keys(runs: list[OfflineRun]) -> dict[str, set[str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import ROOT, SMOKE, run_script
+from helpers import ROOT, SMOKE, randomize_bn, run_script
 
 from analysis.export_weights import main as export_main
 
@@ -113,3 +113,39 @@ def test_export_of_an_unfinished_run_says_how_to_finish_it(tmp_path: Path, capsy
     assert export_main([str(run), "--tag", "x", "--out", str(tmp_path / "w")]) == 1
     assert "has not finished its training and test" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_a_tag_builds_the_network_its_weights_were_trained_as(tmp_path: Path) -> None:
+    """A tag of a NAL network (same weight shapes as ARL, another function) comes back from
+    ``timm.create_model(tag, pretrained=True)`` as NAL: the tag's network options are the builder's defaults."""
+    import timm
+
+    from resattn.pretrained import Weights
+
+    torch.manual_seed(0)
+    nal = randomize_bn(timm.create_model("resattn_tiny_cifar", attention_residual=False, widths=[8, 16, 32]))
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    torch.save(nal.state_dict(), weights_dir / "resattn_tiny_cifar.nal.pth")
+    description = Weights(
+        "resattn_tiny_cifar",
+        "nal",
+        weights_dir / "resattn_tiny_cifar.nal.pth",
+        10,
+        (3, 16, 16),
+        (0.5,) * 3,
+        (0.25,) * 3,
+        label_names=tuple(f"class_{i}" for i in range(10)),
+        net={"attention_residual": False, "widths": [8, 16, 32]},
+    ).describe()
+    (weights_dir / "resattn_tiny_cifar.nal.json").write_text(json.dumps(description))
+    images = tmp_path / "images.pt"
+    batch = torch.randn(2, 3, 16, 16)
+    torch.save(batch, images)
+    timm_outputs(weights_dir, "resattn_tiny_cifar.nal", images)
+    with torch.no_grad():
+        expected = nal(batch)
+        arl = timm.create_model("resattn_tiny_cifar", widths=[8, 16, 32])
+        arl.load_state_dict(nal.state_dict())
+        assert not torch.allclose(arl.eval()(batch), expected, atol=1e-3)
+    torch.testing.assert_close(torch.load(images.with_suffix(".out")), expected)
