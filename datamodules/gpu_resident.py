@@ -156,7 +156,10 @@ class DeviceBatchLoader:
     Lightning accepts it as a train/val/test dataloader (any iterable with ``__len__``); its ``sampler`` has
     ``set_epoch``, which Lightning calls at every epoch, so the shuffling is reproducible and resumable by epoch.
     The random crop and flip use a generator seeded by ``(seed, epoch, rank)``: different per rank and epoch,
-    identical between runs with the same seed.
+    identical between runs with the same seed. Like :class:`datamodules.resumable.ResumableLoader`, it is
+    checkpointable mid-epoch (``state_dict``: the epoch and the batches handed out): a run resumed from a mid-epoch
+    checkpoint gets the rest of that epoch's batches, augmented as they would have been (the skipped batches' random
+    draws are replayed).
     """
 
     def __init__(
@@ -186,6 +189,9 @@ class DeviceBatchLoader:
         self.drop_last = drop_last
         self.sampler = ShardedOrder(len(images), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
         self.batch_sampler = None  # DataLoader's attribute, read by Lightning next to ``sampler``
+        self._epoch = 0
+        self._batches = 0  # batches of self._epoch handed out so far
+        self._resume: dict[str, int] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -197,10 +203,26 @@ class DeviceBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.sampler.indices().to(self.device)
+        self._epoch, self._batches = self.sampler.epoch, 0
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["epoch"] == self._epoch and resume["batches"] < len(self):
+            self._batches = resume["batches"]
         generator = None
         if self.transform.random:
             seed = (self.sampler.seed * 1_000_003 + self.sampler.epoch) * 1_009 + self.sampler.rank
             generator = torch.Generator(self.device).manual_seed(seed)
-        for i in range(len(self)):
+            for i in range(self._batches):  # the skipped batches' draws, so the rest is augmented as it would be
+                self.transform.sample(
+                    len(order[i * self.batch_size : (i + 1) * self.batch_size]), self.device, generator
+                )
+        for i in range(self._batches, len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
+            self._batches = i + 1
             yield self.transform(self.images[index], generator), self.labels[index]
+
+    def state_dict(self) -> dict[str, int]:
+        """Position in the epoch (Lightning saves it in checkpoints)."""
+        return {"epoch": self._epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)

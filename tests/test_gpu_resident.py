@@ -134,6 +134,46 @@ def test_sharded_order_splits_epochs_across_ranks() -> None:
         ShardedOrder(n, shuffle=True, rank=3, world_size=3)
 
 
+def test_device_loader_resumes_mid_epoch_with_the_same_augmented_batches() -> None:
+    """The loader's state in a checkpoint (epoch, batches handed out) gives a new loader the rest of that epoch:
+    the same samples, cropped and flipped as they would have been (the skipped batches' draws replayed)."""
+
+    def loader() -> DeviceBatchLoader:
+        augment = BatchAugmentation(mean=(0.5,) * 3, std=(0.25,) * 3, pad=PAD, flip=True)
+        return DeviceBatchLoader(
+            random_images(100, 3, 8),
+            torch.arange(100) % 10,
+            augment,
+            batch_size=16,
+            shuffle=True,
+            drop_last=True,
+            seed=3,
+        )
+
+    whole = loader()
+    whole.sampler.set_epoch(2)
+    reference = list(whole)
+    interrupted = loader()
+    interrupted.sampler.set_epoch(2)
+    batches = iter(interrupted)
+    head = [next(batches), next(batches)]
+    state = interrupted.state_dict()
+    assert state == {"epoch": 2, "batches": 2}
+    torch.manual_seed(1234)  # a new process: other global random state
+    resumed = loader()
+    resumed.load_state_dict(state)
+    resumed.sampler.set_epoch(2)
+    tail = list(resumed)
+    assert len(tail) == len(reference) - 2
+    for (x, y), (want_x, want_y) in zip(head + tail, reference, strict=True):
+        assert torch.equal(x, want_x) and torch.equal(y, want_y)
+    resumed.sampler.set_epoch(3)
+    assert len(list(resumed)) == len(reference)  # the next epoch is whole again
+    other_epoch = loader()
+    other_epoch.load_state_dict(state)
+    assert len(list(other_epoch)) == len(reference)  # a state of another epoch (0 here) is not applied
+
+
 def test_device_loader_batches_labels_and_length() -> None:
     images = random_images(50, 3, 8)
     labels = torch.arange(50) % 10

@@ -79,6 +79,20 @@ def test_kill_9_mid_epoch_then_rerun_matches_an_uninterrupted_run(
 
 
 @pytest.mark.slow
+def test_kill_9_mid_epoch_on_the_gpu_resident_path_resumes_exactly(tmp_path: Path) -> None:
+    """The same with the batches cut and augmented in the training process (``data.gpu_resident=true``, the attention
+    study's path): its loader's position is in the checkpoint, so the rerun gets the rest of the epoch."""
+    overrides = [*RUN, "data.gpu_resident=true", "callbacks.last_checkpoint.every_n_train_steps=3"]
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    run_script("train.py", *overrides, cwd=clean)
+    expected = torch.load(next(clean.glob("logs/train/runs/*/checkpoints/last.ckpt")), weights_only=True)
+    proc, run = interrupt(tmp_path, overrides, after_step=15, how=signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL and 15 <= latest_step(run) < 33
+    assert_resumes_exactly(tmp_path, run, overrides, expected["state_dict"])
+
+
+@pytest.mark.slow
 def test_sigterm_stops_at_a_step_with_last_ckpt_written_there_and_the_rerun_matches(
     tmp_path: Path, uninterrupted: dict[str, torch.Tensor]
 ) -> None:
