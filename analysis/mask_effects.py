@@ -12,7 +12,9 @@ the object, and how far can they move the trunk? The command and the document re
   (bilinear, as the grids draw it); per image and channel, the share of its above-mean mass, the sum of
   ``(M - mean M)+`` over positions, that lies inside the object's box, against the box's share of the canvas
   (chance); and the pointing game: how often the channel-mean mask's maximum falls inside the box, against the
-  same chance.
+  same chance. A mask can mark the object by being low on it as well as high (it then scales the object's
+  features less than the rest): the same two measures on the below-mean mass ``(mean M - M)+`` and on the
+  channel-mean mask's minimum say whether it does.
 - **Amplitude** (:func:`amplitude`): the spread of each mask's logits (before the sigmoid squashes them) over
   everything and over positions within a channel, and the 5th-95th percentile range of M with the trunk scaling
   it gives, ``1 + M`` under ARL, ``M`` under NAL (:class:`lightning_modules.mask_plots.MaskStatistics`).
@@ -161,6 +163,8 @@ class Localisation:
     box_share: float  # mean share of the canvas inside the box: chance for both measures
     mass_in_box: dict[str, float]  # per module: mean share of above-mean mask mass inside the box
     pointing_hits: dict[str, float]  # per module: how often the channel-mean mask's maximum is inside the box
+    low_mass_in_box: dict[str, float]  # the same for the below-mean mass
+    low_pointing_hits: dict[str, float]  # the same for the channel-mean mask's minimum
     flat_channels: dict[str, float]  # per module: share of (image, channel) masks flat to FLAT (counted as chance)
 
     def summary(self) -> dict[str, Any]:
@@ -171,6 +175,8 @@ class Localisation:
                 name: {
                     "mass_in_box": self.mass_in_box[name],
                     "pointing_hits": self.pointing_hits[name],
+                    "low_mass_in_box": self.low_mass_in_box[name],
+                    "low_pointing_hits": self.low_pointing_hits[name],
                     "flat_channels": self.flat_channels[name],
                 }
                 for name in self.mass_in_box
@@ -213,12 +219,12 @@ def localisation(model: nn.Module, loader: Iterable[Any], boxes: torch.Tensor) -
     channels; a flat channel (range within ``FLAT``) has no above-mean mass and counts as the box's share, what a
     uniform spread would put there. Pointing game: a hit when the channel-mean mask's maximum is inside the box;
     maxima tied within ``FLAT`` share the hit (a flat mask scores the box's share). Chance for both is the box's
-    mean share of the canvas.
+    mean share of the canvas. The ``low_`` measures are the same for the below-mean mass and the minimum.
     """
     with _evaluating(model) as net:
         names = [name for name, _ in net.attention_modules()]
-        mass = dict.fromkeys(names, 0.0)
-        hits = dict.fromkeys(names, 0.0)
+        mass = {side: dict.fromkeys(names, 0.0) for side in ("high", "low")}
+        hits = {side: dict.fromkeys(names, 0.0) for side in ("high", "low")}
         flat = dict.fromkeys(names, 0)
         pairs = dict.fromkeys(names, 0)
         seen, box_area = 0, 0.0
@@ -235,22 +241,30 @@ def localisation(model: nn.Module, loader: Iterable[Any], boxes: torch.Tensor) -
                 for chunk in mask.split(channels, dim=1):
                     up = upsampled(chunk, (height, width))
                     is_flat = (up.amax(dim=(2, 3)) - up.amin(dim=(2, 3))) <= FLAT
-                    above = (up - up.mean(dim=(2, 3), keepdim=True)).clamp_min(0)
-                    within = (above * inside).sum(dim=(2, 3)) / above.sum(dim=(2, 3)).clamp_min(1e-30)
-                    mass[name] += torch.where(is_flat, share[:, None], within).double().sum().item()
+                    centred = up - up.mean(dim=(2, 3), keepdim=True)
+                    for side, excess in (("high", centred.clamp_min(0)), ("low", (-centred).clamp_min(0))):
+                        within = (excess * inside).sum(dim=(2, 3)) / excess.sum(dim=(2, 3)).clamp_min(1e-30)
+                        mass[side][name] += torch.where(is_flat, share[:, None], within).double().sum().item()
                     flat[name] += int(is_flat.sum())
                     pairs[name] += is_flat.numel()
                 heat = upsampled(mask.float().mean(dim=1, keepdim=True), (height, width))
-                top = heat >= heat.amax(dim=(2, 3), keepdim=True) - FLAT
-                hits[name] += ((top & inside).sum(dim=(1, 2, 3)) / top.sum(dim=(1, 2, 3))).double().sum().item()
+                extremes = {
+                    "high": heat >= heat.amax(dim=(2, 3), keepdim=True) - FLAT,
+                    "low": heat <= heat.amin(dim=(2, 3), keepdim=True) + FLAT,
+                }
+                for side, at in extremes.items():
+                    in_box = (at & inside).sum(dim=(1, 2, 3)) / at.sum(dim=(1, 2, 3))
+                    hits[side][name] += in_box.double().sum().item()
             seen += len(images)
     if seen != len(boxes):
         raise ValueError(f"boxes has {len(boxes)} rows but the loader gave {seen} images: one box per image")
     return Localisation(
         images=seen,
         box_share=box_area / seen,
-        mass_in_box={name: mass[name] / pairs[name] for name in names},
-        pointing_hits={name: hits[name] / seen for name in names},
+        mass_in_box={name: mass["high"][name] / pairs[name] for name in names},
+        pointing_hits={name: hits["high"][name] / seen for name in names},
+        low_mass_in_box={name: mass["low"][name] / pairs[name] for name in names},
+        low_pointing_hits={name: hits["low"][name] / seen for name in names},
         flat_channels={name: flat[name] / pairs[name] for name in names},
     )
 

@@ -127,12 +127,13 @@ def text_table(measured: dict[str, Any]) -> str:
         found = measured["localisation"]
         lines.append(
             f"localisation over {found['images']} images (chance: the box's share {found['box_share']:.3f}):\n"
-            f"  {'module':<18} {'mass in box':>11} {'pointing hits':>13} {'flat channels':>13}"
+            f"  {'module':<18} {'mass in box':>11} {'pointing hits':>13} {'low mass in box':>15} "
+            f"{'low pointing hits':>17} {'flat channels':>13}"
         )
         for name, row in found["modules"].items():
             lines.append(
                 f"  {module_label(name):<18} {row['mass_in_box']:>11.3f} {row['pointing_hits']:>13.3f} "
-                f"{row['flat_channels']:>13.3f}"
+                f"{row['low_mass_in_box']:>15.3f} {row['low_pointing_hits']:>17.3f} {row['flat_channels']:>13.3f}"
             )
     if measured.get("localisation_skipped"):
         lines.append(f"localisation: skipped, {measured['localisation_skipped']}")
@@ -152,7 +153,9 @@ AMPLITUDE_READING = (
 LOCALISATION_READING = (
     "Localisation: the share of each mask's above-mean mass inside the object's box, and how often the "
     "channel-mean mask's maximum falls in the box (pointing game); chance for both is the box's mean share of the "
-    "canvas, so only values above it say that the mask points at the object."
+    "canvas, so only values above it say that the mask points at the object. A mask can also mark the object by "
+    "being low on it (scaling the object's features less than the rest): the same two measures on the below-mean "
+    "mass and the minimum ('low') say whether it does."
 )
 
 
@@ -198,13 +201,14 @@ def measures_markdown(measured: dict[str, Any], explain: bool = True) -> str:
         lines = [
             f"{lead('localisation')} Chance here: {found['box_share']:.3f}.",
             "",
-            "| module | mass in box | pointing hits | flat channels (counted as chance) |",
-            "|---|---|---|---|",
+            "| module | mass in box | pointing hits | low: mass in box | low: pointing hits | flat channels "
+            "(counted as chance) |",
+            "|---|---|---|---|---|---|",
         ]
         for name, row in found["modules"].items():
             lines.append(
                 f"| {module_label(name)} | {row['mass_in_box']:.3f} | {row['pointing_hits']:.3f} "
-                f"| {row['flat_channels']:.3f} |"
+                f"| {row['low_mass_in_box']:.3f} | {row['low_pointing_hits']:.3f} | {row['flat_channels']:.3f} |"
             )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

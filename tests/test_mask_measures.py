@@ -122,6 +122,12 @@ def test_a_mask_on_the_box_scores_one_and_a_flat_mask_scores_chance() -> None:
     assert found.images == 7 and found.box_share == 144 / 256
     assert found.mass_in_box == found.pointing_hits == dict.fromkeys(MODULES, 1.0)
     assert found.flat_channels == dict.fromkeys(MODULES, 0.0)
+    assert all(found.low_mass_in_box[name] < 0.5 for name in MODULES)  # the low side is the rest of the canvas
+    assert all(found.low_pointing_hits[name] < found.box_share for name in MODULES)  # the minimum is mostly outside
+    with model.net.replace_masks(lambda name, mask: 1 - forced_masks(name, mask)):  # low on the box only
+        low = localisation(model, loader, boxes)
+    assert low.low_mass_in_box == low.low_pointing_hits == dict.fromkeys(MODULES, 1.0)
+    assert all(low.pointing_hits[name] < low.box_share for name in MODULES)
     varied = torch.tensor(
         [[0, 0, 12, 12], [2, 3, 5, 9], [0, 0, 16, 16], [8, 8, 16, 16], [1, 1, 2, 2]] + [[4, 4, 8, 8]] * 2
     )
@@ -132,6 +138,8 @@ def test_a_mask_on_the_box_scores_one_and_a_flat_mask_scores_chance() -> None:
     for name in MODULES:
         assert flat.mass_in_box[name] == pytest.approx(chance, abs=1e-6)
         assert flat.pointing_hits[name] == pytest.approx(chance, abs=1e-6)
+        assert flat.low_mass_in_box[name] == pytest.approx(chance, abs=1e-6)
+        assert flat.low_pointing_hits[name] == pytest.approx(chance, abs=1e-6)
         assert flat.flat_channels[name] == 1.0
     real = localisation(model, loader, varied).summary()  # the network's own masks: between 0 and 1
     assert all(0 < row["mass_in_box"] < 1 and 0 <= row["pointing_hits"] <= 1 for row in real["modules"].values())
@@ -226,7 +234,10 @@ def test_commands_use_the_boxes_of_data_that_gives_them(
     assert "localisation over 5 images (chance: the box's share 0.281)" in capsys.readouterr().out
     assert main(["--ckpt", str(ckpt), "--measures", "localisation", "--markdown"]) == 0
     printed = capsys.readouterr().out
-    assert "Chance here: 0.281." in printed and "| module | mass in box | pointing hits |" in printed
+    assert (
+        "Chance here: 0.281." in printed
+        and "| module | mass in box | pointing hits | low: mass in box | low: pointing hits |" in printed
+    )
     drawn: list[torch.Tensor | None] = []
     original = masks_command.mask_figure
     monkeypatch.setattr(masks_command, "mask_figure", lambda *args: drawn.append(args[4]) or original(*args))

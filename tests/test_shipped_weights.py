@@ -1,7 +1,7 @@
 """The trained weights shipped with the package (resattn/weights/): they load through timm offline, like any timm
 pretrained tag, and reproduce the test top-1 recorded with them (RESULTS.md's) on Fashion-MNIST's test images
 (Debian's dataset-fashion-mnist): a slice read by hand and normalised by the tag's own config, and the full 10,000
-through eval.py."""
+through eval.py; the attention study's tag on the 10,000 cluttered test canvases through eval.py."""
 
 from __future__ import annotations
 
@@ -101,3 +101,33 @@ def test_the_fashion_mnist_tag_reproduces_its_test_accuracy_through_eval(tmp_pat
     result = json.loads(written.read_text())["sizes"]["28"]
     # bf16 autocast on a CPU is deterministic for a fixed thread count; one image either way covers another count.
     assert result["test/acc1"] == pytest.approx(weights.test_top1, abs=1.01e-4)
+
+
+CLUTTERED_TAG = "resattn_tiny_cifar.cluttered_fmnist"
+
+
+def test_the_cluttered_tag_loads_through_timm_and_prepares_images_as_its_training_did(tmp_path: Path) -> None:
+    """The attention study's tag (RESULTS.md, cluttered Fashion-MNIST): shipped, built by timm as the network it was
+    trained as (1 channel, 60x60 canvases), normalised by the statistics of ``experiment=cluttered``'s training
+    canvases, and described by the command that trained it."""
+    weights = pretrained.find(CLUTTERED_TAG)
+    assert weights.file.parent == pretrained.SHIPPED and weights.test_top1 is not None
+    assert weights.source.startswith("python train.py -m ") and "experiment=cluttered" in weights.source
+    net = timm.create_model(CLUTTERED_TAG, pretrained=True)
+    assert net.pretrained_cfg["num_classes"] == 10 and tuple(net.pretrained_cfg["input_size"]) == (1, 60, 60)
+    assert net.pretrained_cfg["label_names"][0] == "T-shirt/top"
+    datamodule = hydra.utils.instantiate(compose_config("train", ["experiment=cluttered"], tmp_path).data)
+    datamodule.setup()
+    config = timm.data.resolve_data_config(model=net)
+    assert config["mean"] == pytest.approx(datamodule.mean, rel=1e-6)
+    assert config["std"] == pytest.approx(datamodule.std, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_the_cluttered_tag_reproduces_its_test_accuracy_through_eval(tmp_path: Path) -> None:
+    weights = pretrained.find(CLUTTERED_TAG)
+    run_script(
+        "eval.py", f"pretrained={CLUTTERED_TAG}", "data=cluttered_fmnist", "logger=csv", cwd=tmp_path, timeout=900
+    )
+    (written,) = (tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json")
+    assert json.loads(written.read_text())["sizes"]["60"]["test/acc1"] == pytest.approx(weights.test_top1, abs=1.01e-4)
