@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from datamodules.resumable import EpochPosition
+
 
 class BatchAugmentation:
     """Normalise (mean image or per-channel mean/std) and optionally pad-crop and flip a uint8 batch in one go.
@@ -150,7 +152,7 @@ class ShardedOrder:
         return order[: len(self) * self.world_size][self.rank :: self.world_size]
 
 
-class DeviceBatchLoader:
+class DeviceBatchLoader(EpochPosition):
     """Iterable of ``(images, labels)`` batches gathered from uint8 tensors on a device and augmented there.
 
     Lightning accepts it as a train/val/test dataloader (any iterable with ``__len__``); its ``sampler`` has
@@ -189,9 +191,6 @@ class DeviceBatchLoader:
         self.drop_last = drop_last
         self.sampler = ShardedOrder(len(images), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
         self.batch_sampler = None  # DataLoader's attribute, read by Lightning next to ``sampler``
-        self._epoch = 0
-        self._batches = 0  # batches of self._epoch handed out so far
-        self._resume: dict[str, int] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -203,26 +202,14 @@ class DeviceBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.sampler.indices().to(self.device)
-        self._epoch, self._batches = self.sampler.epoch, 0
-        resume, self._resume = self._resume, None
-        if resume is not None and resume["epoch"] == self._epoch and resume["batches"] < len(self):
-            self._batches = resume["batches"]
+        skip = self._start_epoch(self.sampler.epoch, len(self))
         generator = None
         if self.transform.random:
             seed = (self.sampler.seed * 1_000_003 + self.sampler.epoch) * 1_009 + self.sampler.rank
             generator = torch.Generator(self.device).manual_seed(seed)
-            for i in range(self._batches):  # the skipped batches' draws, so the rest is augmented as it would be
-                self.transform.sample(
-                    len(order[i * self.batch_size : (i + 1) * self.batch_size]), self.device, generator
-                )
-        for i in range(self._batches, len(self)):
+            for _ in range(skip):  # the skipped (whole) batches' draws, so the rest is augmented as it would be
+                self.transform.sample(self.batch_size, self.device, generator)
+        for i in range(skip, len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             self._batches = i + 1
             yield self.transform(self.images[index], generator), self.labels[index]
-
-    def state_dict(self) -> dict[str, int]:
-        """Position in the epoch (Lightning saves it in checkpoints)."""
-        return {"epoch": self._epoch, "batches": self._batches}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = dict(state)

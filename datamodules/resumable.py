@@ -60,31 +60,41 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return ((self.epoch, index) for index in order[start:])
 
 
-class ResumableLoader(DataLoader):
+class EpochPosition:
+    """A loader's position in its epoch, checkpointable: Lightning saves ``state_dict()`` (the epoch and the batches
+    handed out) in checkpoints and gives it back through ``load_state_dict`` before the resumed epoch starts, when
+    :meth:`_start_epoch` says how many batches to skip. Sized loaders are not prefetched, so the count is exact."""
+
+    _epoch = 0
+    _batches = 0  # batches of _epoch handed out so far
+    _resume: dict[str, int] | None = None
+
+    def _start_epoch(self, epoch: int, length: int) -> int:
+        """Begin ``epoch`` of ``length`` batches; the batches to skip: those a loaded state of this epoch handed out."""
+        resume, self._resume = self._resume, None
+        skip = (
+            resume["batches"] if resume is not None and resume["epoch"] == epoch and resume["batches"] < length else 0
+        )
+        self._epoch, self._batches = epoch, skip
+        return skip
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._batches}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
+
+
+class ResumableLoader(EpochPosition, DataLoader):
     """Shuffled ``drop_last`` training batches over an :class:`EpochSampler`, checkpointable mid-epoch."""
 
     def __init__(self, dataset: Dataset, *, batch_size: int, seed: int, **kwargs: Any) -> None:
         super().__init__(
             dataset, batch_size=batch_size, sampler=EpochSampler(len(dataset), seed), drop_last=True, **kwargs
         )
-        self._epoch = 0
-        self._batches = 0  # batches of self._epoch handed out so far
-        self._resume: dict[str, int] | None = None
 
     def __iter__(self) -> Iterator[Any]:
-        sampler = self.sampler
-        self._epoch, self._batches = sampler.epoch, 0
-        resume, self._resume = self._resume, None
-        if resume is not None and resume["epoch"] == sampler.epoch and resume["batches"] < len(self):
-            self._batches = resume["batches"]
-            sampler.start = self._batches * self.batch_size
+        self.sampler.start = self._start_epoch(self.sampler.epoch, len(self)) * self.batch_size
         for batch in super().__iter__():
             self._batches += 1
             yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        """Position in the epoch (Lightning saves it in checkpoints; sized loaders are not prefetched)."""
-        return {"epoch": self._epoch, "batches": self._batches}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self._resume = dict(state)
