@@ -29,11 +29,13 @@ from pathlib import Path
 
 import torch
 
-from lightning_modules.run_directory import RECORD_FILE, RunDirectory
+from analysis.run_data import finished_best_checkpoint
+from lightning_modules.callbacks import LastCheckpoint
+from lightning_modules.run_directory import LOCK_FILE, RECORD_FILE
 from resattn.checkpoints import read_checkpoint
 
 PLACE_FILE = "archived.json"
-KEPT_FILES = ("run.json", "train.log")
+KEPT_FILES = (RECORD_FILE, "train.log")
 KEPT_FOLDERS = (".hydra", "csv")
 EVALUATION_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
 
@@ -64,26 +66,23 @@ def archived_name(logs_path: str) -> str:
 
 def _copy_tree(source: Path, target: Path) -> None:
     if source.is_dir():
-        shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".lock"))
+        shutil.copytree(source, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK_FILE))
 
 
 def save_run(run: Path, logs: Path, archive: Path, *, with_unfinished: bool = False) -> Outcome:
     """Copy ``run`` (a run directory under ``logs``) into ``archive``, replacing an earlier copy of it."""
     logs_path = run.resolve().relative_to(logs.resolve()).as_posix()
-    finished = RunDirectory(run).read_record().get("finished") or {}
-    if finished.get("best_checkpoint"):
-        checkpoint = run / "checkpoints" / Path(finished["best_checkpoint"]).name
-        action = "saved"
-    elif with_unfinished and (run / "checkpoints" / "last.ckpt").is_file():
-        checkpoint = run / "checkpoints" / "last.ckpt"
-        action = "saved unfinished"
-    else:
-        why = (
-            "no last.ckpt to resume from" if with_unfinished else "not finished; --with-unfinished keeps its last.ckpt"
-        )
-        return Outcome(run, "skipped", why)
-    if not checkpoint.is_file():
-        return Outcome(run, "skipped", f"its checkpoint {checkpoint} is missing")
+    last = run / "checkpoints" / LastCheckpoint.FILENAME
+    try:
+        checkpoint, action = finished_best_checkpoint(run), "saved"
+    except FileNotFoundError as missing:
+        return Outcome(run, "skipped", str(missing))
+    except ValueError:  # not finished
+        if not with_unfinished:
+            return Outcome(run, "skipped", "not finished; --with-unfinished keeps its last.ckpt")
+        if not last.is_file():
+            return Outcome(run, "skipped", "no last.ckpt to resume from")
+        checkpoint, action = last, "saved unfinished"
     target = archive / archived_name(logs_path)
     if target.exists():
         shutil.rmtree(target)

@@ -73,7 +73,8 @@ def create_resattn(variant: str, pretrained: bool = False, **kwargs: Any) -> Res
     """Build a registered variant through timm's builder (pretrained cfg, features_only, overlays). A tag builds the
     network its weights were trained as: its network options (NAL, widths, mask type: the tag's ``net``) are the
     defaults, which explicit keyword arguments override."""
-    weights = available().get(f"{variant}.{_tag_of(kwargs.get('pretrained_cfg'))}")
+    tag = _tag_of(kwargs.get("pretrained_cfg"))
+    weights = available().get(f"{variant}.{tag}") if tag else None  # the weights folders are read only for a tag
     kwargs = {**(weights.net if weights else {}), **kwargs}
     out_indices = kwargs.pop("out_indices", tuple(range(len(VARIANTS[variant].stages) + 1)))
     return build_model_with_cfg(
