@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 
 from lightning_modules import ImageClassifier
 from lightning_modules.config_resolvers import fast_precision, native_bf16_cpu
-from lightning_modules.sweep_folder import sweep_name
+from lightning_modules.sweep_folder import picks_from_grid, sweep_name
 
 
 def test_cpu_precision_is_bf16_mixed_exactly_where_the_cpu_has_bf16() -> None:
@@ -61,3 +61,16 @@ def test_a_sweep_is_named_after_its_command() -> None:
     assert name == "+model.net.x:1+experiment:table1+seed:0_1_2"
     assert sweep_name([], exclude) == "default"
     assert sweep_name(["experiment=cluttered"], exclude) == "experiment:cluttered"
+
+
+def test_a_command_that_picks_part_of_its_configs_grid_shares_the_grids_folder() -> None:
+    grid = {"seed": "0,1,2", "cluttered_row": "attention_arl,attention_nal,resnet,cnn"}
+    whole = sweep_name(["experiment=cluttered"], [], grid)
+    assert sweep_name(["experiment=cluttered", "cluttered_row=resnet"], [], grid) == whole
+    assert sweep_name(["experiment=cluttered", "seed=0,2", "cluttered_row=cnn,resnet"], [], grid) == whole
+    assert sweep_name(["experiment=cluttered", "seed=range(0,2)"], [], grid) == whole
+    # values the grid does not hold make another sweep, which keeps its own folder
+    assert sweep_name(["experiment=cluttered", "seed=3"], [], grid) == "experiment:cluttered+seed:3"
+    assert sweep_name(["experiment=cluttered", "seed=1,5"], [], grid) == "experiment:cluttered+seed:1_5"
+    assert sweep_name(["cluttered_row=resnet"], [], {}) == "cluttered_row:resnet"
+    assert not picks_from_grid("optimizer.lr=interval(0.01,0.1)", {"optimizer.lr": "interval(0.01,0.1)"})

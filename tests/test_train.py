@@ -191,6 +191,24 @@ def test_missing_data_says_where_and_how(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_row_of_a_configs_grid_trains_in_the_grids_folder(tmp_path: Path) -> None:
+    """``experiment=cluttered cluttered_row=resnet`` trains the job ``experiment=cluttered`` would, where it would."""
+    experiment = tmp_path / "conf" / "experiment" / "grid.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text("# @package _global_\nhydra:\n  sweeper:\n    params:\n      mask: mixed,spatial\n")
+    grid_command = [*SMOKE, "trainer.max_epochs=1", f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=grid"]
+    run_script("train.py", "-m", *grid_command, "mask=spatial", cwd=tmp_path)
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    assert sweep.name == sweep_name([*SMOKE, "experiment=grid"], ["trainer.max_epochs"])
+    (row_job,) = [p.parent.parent for p in sweep.glob("*/.hydra/overrides.yaml")]
+    assert "mask=spatial" in (row_job / ".hydra" / "overrides.yaml").read_text()
+    grid = run_script("train.py", "-m", *grid_command, cwd=tmp_path)  # the whole grid: trains only mask=mixed
+    assert grid.stdout.count("already finished") == 1
+    assert sorted(p.name for p in sweep.parent.iterdir()) == [sweep.name]
+    assert len(list(sweep.glob("*/run.json"))) == 2
+
+
+@pytest.mark.slow
 def test_multirun_two_jobs_each_with_its_own_wandb_run(tmp_path: Path) -> None:
     proc = run_script("train.py", "-m", *SMOKE, "trainer.max_epochs=1", "mask=mixed,spatial", cwd=tmp_path)
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
