@@ -8,7 +8,7 @@ item 17 is the counter-example this avoids (a port that selects its model on the
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,6 +50,12 @@ class ImageDataModule(L.LightningDataModule):
     dataset_name: ClassVar[str] = ""  # for messages; the class name when empty
     mean: tuple[float, ...]
     std: tuple[float, ...]
+
+    @classmethod
+    def native_image_size(cls, options: Mapping[str, Any]) -> int | None:
+        """The side of the images that these data ``options`` give where the datamodule does not resize them (so
+        they can be tested at that size only); None where it resizes them to ``image_size``."""
+        return cls.Options.image_size if "image_size" in cls.fixed else None
 
     def __init__(self, **options: Any) -> None:
         """``options``: the fields of ``self.Options`` (what Hydra passes from the YAML); see ``parse_options``."""

@@ -32,6 +32,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,11 @@ class ClutteredFashionMNISTDataModule(FashionMNISTDataModule):
 
     fixed = ("num_classes", "in_chans")
     dataset_name = "cluttered Fashion-MNIST"
+
+    @classmethod
+    def native_image_size(cls, options: Mapping[str, Any]) -> int:
+        """The canvas side: canvases are not resized."""
+        return int(options.get("canvas_size") or cls.Options.canvas_size)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -138,7 +138,7 @@ def training_options(datamodule: ImageDataModule, out: Path, model_family: str, 
     image size and model family, unless its images are smaller than that size (the median shorter side of
     ``samples`` of the written training images): then their size and, up to 64 pixels, ``model_family=cifar``."""
     size = datamodule.image_size
-    if "image_size" not in datamodule.fixed:  # images that the datamodule resizes: see how large they are
+    if datamodule.native_image_size(datamodule.hparams) is None:  # images that it resizes: see how large they are
         litdata = require("litdata", "python -m datamodules.shards")
         shards = litdata.StreamingDataset(str(out / "train"))
         positions = range(0, len(shards), max(1, len(shards) // samples))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -69,16 +70,15 @@ def check_eval_inputs(cfg: DictConfig) -> None:
         find_pretrained(cfg.pretrained)
     if cfg.get("predict_dir"):
         images_to_predict(Path(cfg.predict_dir))
-    check_test_sizes(list(cfg.get("test_sizes") or []), get_class(cfg.data._target_))
+    check_test_sizes(list(cfg.get("test_sizes") or []), get_class(cfg.data._target_), cfg.data)
 
 
-def check_test_sizes(sizes: list[int], datamodule: type[ImageDataModule]) -> None:
-    """``test_sizes`` other than a dataset's own size where its images are not resized (CIFAR, Fashion-MNIST) are
-    refused, naming the fix (``test_sizes``, not ``data.image_size``, which the datamodule's own check would name)."""
-    if "image_size" not in datamodule.fixed:
-        return
-    native = datamodule.Options.image_size
-    if any(size != native for size in sizes):
+def check_test_sizes(sizes: list[int], datamodule: type[ImageDataModule], options: Mapping[str, Any]) -> None:
+    """``test_sizes`` other than the images' own size where the datamodule does not resize them (CIFAR,
+    Fashion-MNIST, the canvases of cluttered Fashion-MNIST) are refused, naming the fix (``test_sizes``, not
+    ``data.image_size``, which the datamodule's own check would name)."""
+    native = datamodule.native_image_size(options)
+    if native is not None and any(size != native for size in sizes):
         raise ValueError(
             f"test_sizes={sizes}: {datamodule.dataset_name or datamodule.__name__} images are {native}x{native} and "
             f"are not resized, so they are tested at {native} only; drop test_sizes. Other test sizes need data "

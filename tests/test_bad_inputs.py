@@ -125,6 +125,12 @@ def test_eval_checks_its_inputs_before_it_loads_the_data(tmp_path: Path) -> None
         overrides = [*source, *([override] if override else []), *no_data]
         with pytest.raises((ValueError, FileNotFoundError), match=re.escape(message)):
             evaluate(compose_config("eval", overrides, tmp_path / "eval"))
+    # canvases are not resized either; their side is an option of the data
+    for canvas, data in ((60, []), (40, ["data.canvas_size=40"])):
+        overrides = [f"ckpt_path={checkpoint}", "data=cluttered_fmnist", *data, "test_sizes=[20]"]
+        message = f"cluttered Fashion-MNIST images are {canvas}x{canvas} and are not resized"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            evaluate(compose_config("eval", overrides, tmp_path / "eval"))
 
 
 def test_one_unreadable_image_does_not_throw_away_an_evaluation(tmp_path: Path) -> None:
