@@ -71,11 +71,23 @@ def plot_curves(table: Table, runs: Sequence[Run], path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+SELECTION_METRICS = ("val/acc1_best", "test/acc1")
+
+
+def selection_metric(runs: Sequence[Run]) -> str:
+    """What picks a row's best run: its best validation top-1, as training picks its checkpoint; test top-1 only
+    when some run has no validation split (data without one, or a log that never recorded it)."""
+    return next(name for name in SELECTION_METRICS if all(name in run.metrics for run in runs))
+
+
 def row_checkpoint(table: Table, row: Row, runs: Sequence[Run]) -> Path | None:
-    """The recorded best checkpoint of the row's finished run with the highest test top-1; runs whose training has
-    not finished, or whose checkpoint is gone, are passed over."""
+    """The recorded best checkpoint of the row's best finished run (:func:`selection_metric`; the first by path on a
+    tie); runs whose training has not finished, or whose checkpoint is gone, are passed over."""
     found = recorded_best_checkpoints(matching_runs(table, row, runs))
-    return max(found, key=lambda pair: pair[0].metrics["test/acc1"])[1] if found else None
+    if not found:
+        return None
+    metric = selection_metric([run for run, _ in found])
+    return max(found, key=lambda pair: pair[0].metrics[metric])[1]
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def networks_markdown(networks: Sequence[TrainedNetwork], num_images: int = MEAS
     intro = [
         "### What the masks do",
         "",
-        f"The recorded best checkpoint of each attention row's best run, measured on {_images_text(counts, num_images)}"
+        "The recorded best checkpoint of each attention row's best run (highest validation top-1, as training picks"
+        f" its checkpoints; test top-1 only for runs without one), measured on {_images_text(counts, num_images)}"
         " of its own data (`python -m analysis.mask_measures --ckpt <checkpoint>` measures any split and number).",
         "",
         *(f"- {reading}" for reading in readings),

@@ -154,9 +154,12 @@ def test_a_run_with_only_an_offline_wandb_log(tmp_path: Path) -> None:
     assert "- steps trained: 40 in 1 run(s) (paper: 160000)" in report
 
 
-def write_fmnist_run(logs: Path, name: str, model: dict[str, Any], acc: float, seed: int = 0) -> Path:
+def write_fmnist_run(
+    logs: Path, name: str, model: dict[str, Any], acc: float, seed: int = 0, val_best: float | None = None
+) -> Path:
     """A finished run of experiment=fmnist: its saved config (synthetic 28 px grayscale data, so that the mask grid
-    can be drawn offline), three epochs of CSV curves, and a real best checkpoint of the tiny network."""
+    can be drawn offline), three epochs of CSV curves (with ``val/acc1_best`` when ``val_best`` is given), and a real
+    best checkpoint of the tiny network."""
     import torch
 
     from lightning_modules import ImageClassifier
@@ -190,7 +193,10 @@ def write_fmnist_run(logs: Path, name: str, model: dict[str, Any], acc: float, s
     (run / "csv" / "version_0" / "hparams.yaml").write_text("model/params_total: 1030074\n")
     rows = ["epoch,step,train/loss,train/acc1,val/loss,val/acc1,test/acc1"]
     rows += [f"{e},{(e + 1) * 421},{1.0 / (e + 1)},{0.8 + e / 100},{1.1 / (e + 1)},{0.79 + e / 100}," for e in range(3)]
-    rows.append(f"3,1263,,,,,{acc}")
+    if val_best is not None:
+        rows = [f"{line},val/acc1_best" if i == 0 else f"{line}," for i, line in enumerate(rows)]
+        rows[-1] += str(val_best)
+    rows.append(f"3,1263,,,,,{acc}" + ("," if val_best is not None else ""))
     (run / "csv" / "version_0" / "metrics.csv").write_text("\n".join(rows) + "\n")
     (run / "checkpoints").mkdir()
     net = ImageClassifier("resattn_tiny_cifar", num_classes=10, in_chans=1, net=model["net"])
@@ -328,3 +334,24 @@ def test_only_networks_with_attention_modules_have_masks_to_report() -> None:
     resnet = ImageClassifier("resattn_resnet164_cifar", num_classes=10, in_chans=1)
     assert hasattr(resnet.net, "capture_masks") and not has_attention_modules(resnet)
     assert not has_attention_modules(nn.Linear(2, 2))
+
+
+def test_a_rows_drawn_network_is_its_best_on_validation_not_on_test(tmp_path: Path) -> None:
+    """The network whose masks a results document draws and measures is chosen as training chose its checkpoint, by
+    validation top-1; test top-1 decides only when some run never recorded one."""
+    from analysis.figures import row_checkpoint
+    from analysis.runs import collect_runs
+    from analysis.tables import keys_needed
+
+    table = load_tables()["fmnist"]
+    arl = {"name": "att56", "net": {"attention_residual": True}}
+    lower_test = write_fmnist_run(tmp_path / "logs", "arl-0", arl, 0.951, seed=0, val_best=0.96)
+    write_fmnist_run(tmp_path / "logs", "arl-1", arl, 0.953, seed=1, val_best=0.95)
+    _, runs = collect_runs(tmp_path / "logs", "fmnist", keys_needed(table))
+    assert {run.metrics["val/acc1_best"] for run in runs} == {0.96, 0.95}
+    chosen = row_checkpoint(table, table.rows[0], runs)
+    assert chosen is not None and chosen.parent.parent == lower_test
+    without_validation = write_fmnist_run(tmp_path / "logs", "arl-2", arl, 0.955, seed=2)
+    _, runs = collect_runs(tmp_path / "logs", "fmnist", keys_needed(table))
+    chosen = row_checkpoint(table, table.rows[0], runs)
+    assert chosen is not None and chosen.parent.parent == without_validation
