@@ -6,9 +6,9 @@
 A run directory stands for the best checkpoint of its finished training (recorded in its ``run.json``).
 
 Writes ``<variant>.<tag>.pth`` (the network's weights, float32) and ``<variant>.<tag>.json`` (input size, the mean and
-std of the run's training split, class names, network options, test top-1 and the command that trained it), after
-which ``timm.create_model("<variant>.<tag>", pretrained=True)`` loads them offline (set ``RESATTN_WEIGHTS_DIR`` to
-the folder when it is not the package's own).
+std of the run's training split, class names, network options, test top-1 and the precision it was measured in,
+the command that trained it), after which ``timm.create_model("<variant>.<tag>", pretrained=True)`` loads them
+offline (set ``RESATTN_WEIGHTS_DIR`` to the folder when it is not the package's own).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import yaml
 from hydra.errors import HydraException
 
 from analysis.run_data import finished_best_checkpoint, load_datamodule, run_directory
+from analysis.runs import run_precisions
 from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.run_directory import RunDirectory
 from resattn.checkpoints import CheckpointError
@@ -33,12 +34,15 @@ from resattn.pretrained import SHIPPED, Weights
 TAG = re.compile(r"[a-z0-9_]+")
 
 
-def _provenance(ckpt: Path) -> tuple[float | None, str]:
-    """The run's stored test top-1 (run.json) and a line saying what trained it."""
+def _provenance(ckpt: Path) -> tuple[float | None, str | None, str]:
+    """The run's stored test top-1 (run.json), the precision it was tested in (recorded, else its last session's) and
+    a line saying what trained it."""
     run = run_directory(ckpt)
     if run is None:
-        return None, f"checkpoint {ckpt.name}"
-    metrics = (RunDirectory(run).read_record().get("finished") or {}).get("metrics", {})
+        return None, None, f"checkpoint {ckpt.name}"
+    finished = RunDirectory(run).read_record().get("finished") or {}
+    metrics = finished.get("metrics", {})
+    precision = finished.get("precision") or next(reversed(run_precisions(run)), None)
     overrides, hydra = run / ".hydra" / "overrides.yaml", run / ".hydra" / "hydra.yaml"
     command = ""
     if overrides.is_file():
@@ -48,7 +52,7 @@ def _provenance(ckpt: Path) -> tuple[float | None, str]:
         )
         words = ["python", "train.py", *(["-m"] if multirun else []), *(yaml.safe_load(overrides.read_text()) or [])]
         command = " ".join(words)
-    return metrics.get("test/acc1"), f"{command} ({run.name}/checkpoints/{ckpt.name})".strip()
+    return metrics.get("test/acc1"), precision, f"{command} ({run.name}/checkpoints/{ckpt.name})".strip()
 
 
 def export(ckpt: Path, tag: str, out: Path) -> Weights:
@@ -57,7 +61,7 @@ def export(ckpt: Path, tag: str, out: Path) -> Weights:
         raise ValueError(f"a tag is lower-case letters, digits and _, got {tag!r}")
     datamodule = load_datamodule(ckpt, None)  # the run's own data: its normalisation and class names
     model = load_classifier(ckpt, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
-    test_top1, source = _provenance(ckpt)
+    test_top1, test_precision, source = _provenance(ckpt)
     size = datamodule.image_size
     weights = Weights(
         variant=model.hparams.arch,
@@ -70,6 +74,7 @@ def export(ckpt: Path, tag: str, out: Path) -> Weights:
         label_names=tuple(datamodule.class_names),
         net=dict(model.hparams.net or {}),
         test_top1=test_top1,
+        test_precision=test_precision,
         source=source,
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ class Run:
     metrics: dict[str, float]
     params: float | None = None
     config_changes: tuple[dict[str, Any], ...] = ()  # run.json's record of resumptions under a changed config
+    precisions: tuple[str, ...] = ()  # the precisions it trained in, in order (resolved per machine)
 
 
 def _hydra_values(path: Path, keys: set[str]) -> dict[str, Any]:
@@ -77,6 +78,27 @@ def csv_folders(run: Path) -> list[Path]:
     return [run / "csv", *sorted(versions, key=lambda p: int(p.name.removeprefix("version_")))]
 
 
+def run_precisions(run: Path) -> tuple[str, ...]:
+    """The precisions the run in ``run`` trained in, in order (:func:`_precisions`)."""
+    return _precisions(csv_folders(run), RunDirectory(run).read_record())
+
+
+def _precisions(folders: Sequence[Path], record: dict[str, Any]) -> tuple[str, ...]:
+    """The precisions a run trained in, in order, each once per change: the resolved ``trainer.precision`` the CSV
+    logger saved with each session's hyper-parameters, else run.json's record of them."""
+    found = []
+    for hparams in (folder / "hparams.yaml" for folder in folders):
+        if hparams.is_file():
+            found.append((yaml.safe_load(hparams.read_text()) or {}).get("trainer.precision"))
+    if not any(found):
+        found = [entry.get("precision") for entry in record.get("precision", []) if isinstance(entry, dict)]
+    precisions: list[str] = []
+    for precision in found:
+        if precision and (not precisions or precisions[-1] != str(precision)):
+            precisions.append(str(precision))
+    return tuple(precisions)
+
+
 def _csv_params(folders: Sequence[Path]) -> float | None:
     """Parameter count the CSV logger saved with the hyper-parameters (``model/params_total``)."""
     value = None
@@ -114,8 +136,9 @@ def load_run(run: Path, keys: set[str]) -> Run:
     for name in ("test/acc1", "test/acc5"):
         if name in metrics and size is not None:
             metrics[f"{name}@{size}"] = metrics[name]
-    changes = RunDirectory(run).read_record().get("config_changes", [])
-    return Run(run, values, metrics, params, tuple(c for c in changes if isinstance(c, dict)))
+    record = RunDirectory(run).read_record()
+    changes = tuple(c for c in record.get("config_changes", []) if isinstance(c, dict))
+    return Run(run, values, metrics, params, changes, _precisions(folders, record))
 
 
 def find_run_dirs(logs: Path, task_name: str) -> tuple[Path, list[Path]]:

@@ -128,6 +128,21 @@ def recipe_deviations(table: Table, runs: Sequence[Run]) -> list[str]:
     return lines
 
 
+def precision_note(runs: Sequence[Run]) -> list[str]:
+    """Lines saying which precision the runs trained in, when they did not all train in one (``trainer.precision``
+    resolves per machine: a grid trained over several machines, or a run resumed on another, can mix them)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run.precisions:
+            name = " then ".join(run.precisions)
+            counts[name] = counts.get(name, 0) + 1
+    if len(counts) < 2:
+        return []
+    found = "; ".join(f"{name}: {n} run(s)" for name, n in sorted(counts.items()))
+    lines = [f"Precisions the runs trained in (resolved per machine: bf16-mixed where it computes bf16): {found}."]
+    return lines + [f"- {run.path}: {' then '.join(run.precisions)}" for run in runs if len(run.precisions) > 1]
+
+
 def _params_text(table: Table, row: Row, runs: Sequence[Run]) -> str:
     paper = str(row.paper_params_m) if row.paper_params_m is not None else "—"
     found = sorted({run.params for run in runs if run.params is not None and _matches(run.values, row.match)})
@@ -208,6 +223,9 @@ def render(table: Table, runs: Sequence[Run], where: Path) -> str:
         for run, change in changed:
             listed = "; ".join(f"`{key}`: {old!r} -> {new!r}" for key, (old, new) in change.get("changes", {}).items())
             lines.append(f"- {run.path}, from step {change.get('resumed_at_step')}: {listed}")
+    precisions = precision_note(finished)
+    if precisions:
+        lines += ["", *precisions]
     if unfinished:
         lines += ["", "Unfinished runs (no test metric yet):", *[f"- {r.path}" for r in unfinished]]
     if outside:

@@ -93,6 +93,22 @@ def evaluated_model(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.Lig
     return load_classifier(cfg.ckpt_path, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
 
 
+def note_tag_precision(name: str, precision: str) -> None:
+    """Say so when a tag's recorded test top-1 was measured in another precision than this evaluation runs in: bf16
+    rounding moves a few borderline images, so the numbers can differ by a few hundredths of a point."""
+    weights = find_pretrained(name)
+    if weights.test_top1 is not None and weights.test_precision not in (None, precision):
+        log.info(
+            "%s's recorded test top-1 (%.2f %%) was measured in %s; this evaluation runs in %s (this machine's "
+            "default), which can differ by a few images: trainer.precision=%s reproduces it.",
+            name,
+            100 * weights.test_top1,
+            weights.test_precision,
+            precision,
+            weights.test_precision,
+        )
+
+
 def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     check_eval_inputs(cfg)  # before minutes of data loading
     L.seed_everything(cfg.seed, workers=True)
@@ -105,7 +121,9 @@ def _evaluate(cfg: DictConfig, out: Path) -> dict[str, Any]:
     callbacks = [CpuThreads(cfg.get("cpu_threads"))]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, max_steps=-1)
     source = {"pretrained": cfg.pretrained} if cfg.get("pretrained") else {"checkpoint": str(cfg.ckpt_path)}
-    results: dict[str, Any] = {**source, "arch": model.hparams.arch, "sizes": {}}
+    results: dict[str, Any] = {**source, "arch": model.hparams.arch, "precision": str(trainer.precision), "sizes": {}}
+    if cfg.get("pretrained"):
+        note_tag_precision(cfg.pretrained, str(trainer.precision))
     end = None
     written = ["eval_results.json"]
     tested = f"pretrained={cfg.pretrained}" if cfg.get("pretrained") else shown(cfg.ckpt_path)

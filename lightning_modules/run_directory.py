@@ -188,6 +188,18 @@ class RunDirectory:
         record = self.read_record()
         self._write_record({**record, "config_changes": [*record.get("config_changes", []), entry]})
 
+    def note_precision(self, precision: str, step: int) -> str | None:
+        """Record the precision this session trains in (``trainer.precision`` as resolved on this machine) from
+        ``step``; return the one the run trained in before when it differs (None for the first session, or the same
+        precision). ``${fast_precision:cpu}`` resolves per machine, so a run resumed on another CPU can change it."""
+        record = self.read_record()
+        history = [entry for entry in record.get("precision", []) if isinstance(entry, dict)]
+        before = history[-1].get("precision") if history else None
+        if before != precision:
+            history.append({"precision": precision, "from_step": step})
+            self._write_record({**record, "precision": history})
+        return before if before not in (None, precision) else None
+
     def note_session(self, state: str, **details: Any) -> None:
         """Record how the latest training session stands: ``running`` from its start, then ``finished``,
         ``stopped`` or ``failed``, with ``details`` (the step, a failure's one-line message; None values left out)."""

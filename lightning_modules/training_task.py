@@ -139,6 +139,22 @@ def save_run_config(run: RunDirectory, cfg: DictConfig, resume: tuple[Path, dict
     run.save_config(cfg, hydra_cfg, overrides)
 
 
+def note_precision(run: RunDirectory, precision: str, step: int) -> None:
+    """Record the precision this session trains in, and warn when the run trained in another one before it."""
+    before = run.note_precision(precision, step)
+    if before is not None:
+        log.warning(
+            "This run trained in %s precision until step %d and continues in %s: trainer.precision resolves per "
+            "machine (bf16-mixed only where the hardware computes bf16 natively), and this one differs. run.json's "
+            "precision keeps both. To train in one precision, resume with trainer.precision=%s (slower where it is "
+            "emulated), or resume on a machine like the first.",
+            before,
+            step,
+            precision,
+            before,
+        )
+
+
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists are kept as values)."""
     flat: dict[str, Any] = {}
@@ -248,6 +264,7 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
         if run is not None:
             run.forget_finished()
             run.note_session("running")
+            note_precision(run, str(trainer.precision), int(resume[1].get("global_step", 0)) if resume else 0)
         ckpt_path = str(resume[0]) if resume is not None else None
         if own_last:
             log.info("Resuming from %s (auto_resume; set auto_resume=false to start over)", shown(ckpt_path))
@@ -276,6 +293,7 @@ def _train(cfg: DictConfig, run: RunDirectory | None) -> dict[str, float]:
                 recorded = ["run.json", *(["its W&B run"] if uses_wandb(cfg.get("logger")) else [])]
                 log.error(failed_message(end, last, recorded))
     if run is not None:
-        run.mark_finished(length, metrics, best_checkpoint=best, tested=bool(cfg.get("test", True)))
+        tested = bool(cfg.get("test", True))
+        run.mark_finished(length, metrics, best_checkpoint=best, tested=tested, precision=str(trainer.precision))
         report_run(run.path, metrics, best, eval_command(best, data_choice, overrides))
     return metrics

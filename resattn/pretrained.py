@@ -34,6 +34,7 @@ class Weights:
     label_names: tuple[str, ...] = ()
     net: dict[str, Any] = field(default_factory=dict)  # network options it was built with (timm.create_model kwargs)
     test_top1: float | None = None
+    test_precision: str | None = None  # Lightning's precision test_top1 was measured in (bf16 may flip a few images)
     source: str = ""  # the command, run and data it came from
 
     @property
@@ -52,6 +53,7 @@ class Weights:
             "label_names": list(self.label_names),
             "net": self.net,
             "test_top1": self.test_top1,
+            "test_precision": self.test_precision,
             "source": self.source,
         }
 
@@ -79,6 +81,7 @@ def read_weights(description: Path) -> Weights:
         label_names=tuple(raw.get("label_names", ())),
         net=dict(raw.get("net", {})),
         test_top1=raw.get("test_top1"),
+        test_precision=raw.get("test_precision"),
         source=raw.get("source", ""),
     )
 

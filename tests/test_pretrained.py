@@ -52,6 +52,9 @@ def test_exported_weights_load_through_timm_and_eval(trained: Path, tmp_path: Pa
     run = trained.parent.parent
     assert described["test_top1"] == json.loads((run / "run.json").read_text())["finished"]["metrics"]["test/acc1"]
     assert described["input_size"] == [3, 16, 16] and described["label_names"][:2] == ["class_0", "class_1"]
+    # the precision its test top-1 was measured in (this machine's default: bf16 only where the CPU computes it)
+    finished = json.loads((run / "run.json").read_text())["finished"]
+    assert described["test_precision"] == finished["precision"] and finished["precision"] in ("32-true", "bf16-mixed")
     overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     assert described["source"].startswith("python train.py " + " ".join(overrides))
     assert export_main([str(run), "--tag", "from_run", "--out", str(weights_dir)]) == 0  # the run's best checkpoint
@@ -61,8 +64,11 @@ def test_exported_weights_load_through_timm_and_eval(trained: Path, tmp_path: Pa
     moved = shutil.copytree(run, tmp_path / "moved")
     record = json.loads((moved / "run.json").read_text())
     record["finished"]["best_checkpoint"] = f"/elsewhere/checkpoints/{trained.name}"
+    del record["finished"]["precision"]  # a run from before precisions were recorded: its CSV log's is read
     (moved / "run.json").write_text(json.dumps(record))
     assert export_main([str(moved), "--tag", "moved", "--out", str(weights_dir)]) == 0
+    moved_tag = json.loads((weights_dir / "resattn_tiny_cifar.moved.json").read_text())
+    assert moved_tag["test_precision"] == finished["precision"]
     exported = [torch.load(weights_dir / f"resattn_tiny_cifar.{tag}.pth") for tag in ("smoke", "from_run", "moved")]
     assert all(
         torch.equal(a, b) for other in exported[1:] for a, b in zip(exported[0].values(), other.values(), strict=True)
@@ -85,12 +91,18 @@ def test_exported_weights_load_through_timm_and_eval(trained: Path, tmp_path: Pa
         torch.testing.assert_close(torch.load(images.with_suffix(".out")), model.net(batch))
 
     # eval.py with the tag and with the checkpoint it came from: the same accuracy, no checkpoint needed.
+    # The tag says it was measured in bf16: evaluating it in full precision says that the numbers may differ.
     env = {"RESATTN_WEIGHTS_DIR": str(weights_dir)}
-    common = [*DATA, "data.noise=0.5"]
-    run_script("eval.py", "pretrained=resattn_tiny_cifar.smoke", *common, cwd=tmp_path, env=env)
+    smoke = weights_dir / "resattn_tiny_cifar.smoke.json"
+    smoke.write_text(json.dumps({**described, "test_precision": "bf16-mixed"}))
+    common = [*DATA, "data.noise=0.5", "trainer.precision=32-true"]
+    tag = run_script("eval.py", "pretrained=resattn_tiny_cifar.smoke", *common, cwd=tmp_path, env=env)
+    assert "was measured in bf16-mixed; this evaluation runs in 32-true" in tag.stdout + tag.stderr
+    assert "trainer.precision=bf16-mixed reproduces it" in tag.stdout + tag.stderr
     run_script("eval.py", f"ckpt_path={trained}", *common, cwd=tmp_path, env=env)
     written = sorted((tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json"))
     results = [json.loads(path.read_text()) for path in written]
+    assert [r["precision"] for r in results] == ["32-true", "32-true"]
     by_source = {("pretrained" in r): r["sizes"]["16"]["test/acc1"] for r in results}
     assert by_source[True] == pytest.approx(by_source[False], abs=1e-6)
 

@@ -355,3 +355,29 @@ def test_a_rows_drawn_network_is_its_best_on_validation_not_on_test(tmp_path: Pa
     _, runs = collect_runs(tmp_path / "logs", "fmnist", keys_needed(table))
     chosen = row_checkpoint(table, table.rows[0], runs)
     assert chosen is not None and chosen.parent.parent == without_validation
+
+
+def test_runs_trained_in_different_precisions_are_listed(tmp_path: Path) -> None:
+    """A grid trained over machines with and without native bf16 mixes precisions (``${fast_precision:cpu}``):
+    the table's notes say how many runs trained in which, and name the runs resumed in another one."""
+    from analysis.runs import collect_runs
+    from analysis.tables import keys_needed, precision_note
+
+    table = load_tables()["fmnist"]
+    arl = {"name": "att56", "net": {"attention_residual": True}}
+    for seed in (0, 1, 2):
+        write_fmnist_run(tmp_path / "logs", f"arl-{seed}", arl, 0.95, seed=seed)
+    runs_dir = tmp_path / "logs" / "fmnist" / "multiruns"
+    for name in ("arl-0", "arl-1"):
+        hparams = runs_dir / name / "csv" / "version_0" / "hparams.yaml"
+        hparams.write_text(hparams.read_text() + "trainer.precision: bf16-mixed\n")
+    resumed = runs_dir / "arl-1" / "csv" / "version_1"
+    resumed.mkdir()
+    (resumed / "hparams.yaml").write_text("trainer.precision: 32-true\n")
+    RunDirectory(runs_dir / "arl-2").note_precision("32-true", 0)  # no CSV record of it: run.json's is read
+    _, runs = collect_runs(tmp_path / "logs", "fmnist", keys_needed(table))
+    assert [run.precisions for run in runs] == [("bf16-mixed",), ("bf16-mixed", "32-true"), ("32-true",)]
+    lines = precision_note(runs)
+    assert lines[0].endswith(": 32-true: 1 run(s); bf16-mixed: 1 run(s); bf16-mixed then 32-true: 1 run(s).")
+    assert lines[1:] == [f"- {runs_dir / 'arl-1'}: bf16-mixed then 32-true"]
+    assert precision_note(runs[:1]) == []  # one precision: nothing to say

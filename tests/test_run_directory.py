@@ -23,7 +23,7 @@ from analysis.wandb_offline import read_offline_run
 from datamodules.errors import DamagedDataError
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.run_directory import RunDirectory
-from lightning_modules.training_task import save_run_config, train
+from lightning_modules.training_task import note_precision, save_run_config, train
 
 
 def the_run(cwd: Path, task: str = "train") -> Path:
@@ -88,8 +88,11 @@ def test_rerun_of_a_finished_run_reports_it_and_a_longer_run_continues(tmp_path:
     out = longer.stdout + longer.stderr
     assert "Resuming from" in out and "Continuing this run with trainer.max_epochs: 2 -> 4" in out
     assert "differs from the one this run was trained with" not in out  # a longer schedule is no warning
-    (change,) = RunDirectory(run).read_record()["config_changes"]
+    record = RunDirectory(run).read_record()
+    (change,) = record["config_changes"]
     assert change["changes"] == {"trainer.max_epochs": [2, 4]} and change["resumed_at_step"] == 10
+    # one precision from the start (resumed on the same machine), the one its test ran in
+    assert record["precision"] == [{"precision": record["finished"]["precision"], "from_step": 0}]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 20  # 5 per epoch
     versions = sorted((run / "csv").glob("version_*/metrics.csv"))
     assert len(versions) == 2  # a restart writes a new CSV version, never over the first
@@ -170,6 +173,24 @@ def test_resuming_under_an_edited_config_warns_and_records_the_old_values(
     assert caplog.text == "" and len(run.read_record()["config_changes"]) == 1
     save_run_config(run, first, None)  # a new start replaces the config without comparing
     assert len(run.read_record()["config_changes"]) == 1 and run.saved_config() == first
+
+
+def test_a_run_resumed_in_another_precision_says_so_and_records_both(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``${fast_precision:cpu}`` resolves per machine: a run started where the CPU computes bf16 and resumed where it
+    does not continues in full precision, and says so."""
+    run = RunDirectory(tmp_path)
+    with caplog.at_level(logging.INFO):
+        note_precision(run, "bf16-mixed", 0)
+        note_precision(run, "bf16-mixed", 885)  # resumed on a machine like the first: nothing to say or record
+    assert caplog.text == "" and run.read_record()["precision"] == [{"precision": "bf16-mixed", "from_step": 0}]
+    with caplog.at_level(logging.INFO):
+        note_precision(run, "32-true", 900)
+    assert "trained in bf16-mixed precision until step 900 and continues in 32-true" in caplog.text
+    assert "resume with trainer.precision=bf16-mixed" in caplog.text
+    history = [{"precision": "bf16-mixed", "from_step": 0}, {"precision": "32-true", "from_step": 900}]
+    assert run.read_record()["precision"] == history
 
 
 def test_a_finished_run_without_checkpoints_is_not_trained_again(tmp_path: Path) -> None:

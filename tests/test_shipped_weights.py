@@ -96,11 +96,15 @@ def test_timm_prepares_images_for_the_tag_as_its_training_did(tmp_path: Path) ->
 @pytest.mark.slow
 def test_the_fashion_mnist_tag_reproduces_its_test_accuracy_through_eval(tmp_path: Path) -> None:
     weights = pretrained.find(SHIPPED_TAG)
-    run_script("eval.py", f"pretrained={SHIPPED_TAG}", "data=fashion_mnist", "logger=csv", cwd=tmp_path, timeout=600)
+    precision = f"trainer.precision={weights.test_precision}"  # bf16 where it was measured so, emulated or not
+    run_script(
+        "eval.py", f"pretrained={SHIPPED_TAG}", "data=fashion_mnist", "logger=csv", precision, cwd=tmp_path, timeout=600
+    )
     (written,) = (tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json")
-    result = json.loads(written.read_text())["sizes"]["28"]
+    result = json.loads(written.read_text())
+    assert result["precision"] == weights.test_precision == "bf16-mixed"
     # bf16 autocast on a CPU is deterministic for a fixed thread count; one image either way covers another count.
-    assert result["test/acc1"] == pytest.approx(weights.test_top1, abs=1.01e-4)
+    assert result["sizes"]["28"]["test/acc1"] == pytest.approx(weights.test_top1, abs=1.01e-4)
 
 
 CLUTTERED_TAG = "resattn_tiny_cifar.cluttered_fmnist"
@@ -126,8 +130,10 @@ def test_the_cluttered_tag_loads_through_timm_and_prepares_images_as_its_trainin
 @pytest.mark.slow
 def test_the_cluttered_tag_reproduces_its_test_accuracy_through_eval(tmp_path: Path) -> None:
     weights = pretrained.find(CLUTTERED_TAG)
-    run_script(
-        "eval.py", f"pretrained={CLUTTERED_TAG}", "data=cluttered_fmnist", "logger=csv", cwd=tmp_path, timeout=900
-    )
+    precision = f"trainer.precision={weights.test_precision}"
+    tag, data = f"pretrained={CLUTTERED_TAG}", "data=cluttered_fmnist"
+    run_script("eval.py", tag, data, "logger=csv", precision, cwd=tmp_path, timeout=900)
     (written,) = (tmp_path / "logs" / "eval" / "runs").glob("*/*/eval_results.json")
-    assert json.loads(written.read_text())["sizes"]["60"]["test/acc1"] == pytest.approx(weights.test_top1, abs=1.01e-4)
+    result = json.loads(written.read_text())
+    assert result["precision"] == weights.test_precision == "bf16-mixed"
+    assert result["sizes"]["60"]["test/acc1"] == pytest.approx(weights.test_top1, abs=1.01e-4)
