@@ -99,8 +99,8 @@ def note_tag_precision(name: str, precision: str) -> None:
     weights = find_pretrained(name)
     if weights.test_top1 is not None and weights.test_precision not in (None, precision):
         log.info(
-            "%s's recorded test top-1 (%.2f %%) was measured in %s; this evaluation runs in %s (this machine's "
-            "default), which can differ by a few images: trainer.precision=%s reproduces it.",
+            "%s's recorded test top-1 (%.2f %%) was measured in %s; this evaluation runs in %s, which can differ "
+            "by a few images: trainer.precision=%s reproduces it.",
             name,
             100 * weights.test_top1,
             weights.test_precision,
