@@ -25,7 +25,7 @@ import yaml
 from hydra.errors import HydraException
 
 from analysis.run_data import finished_best_checkpoint, load_datamodule, run_directory
-from analysis.runs import run_precisions
+from analysis.runs import tested_precision
 from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.run_directory import RunDirectory
 from resattn.checkpoints import CheckpointError
@@ -40,9 +40,8 @@ def _provenance(ckpt: Path) -> tuple[float | None, str | None, str]:
     run = run_directory(ckpt)
     if run is None:
         return None, None, f"checkpoint {ckpt.name}"
-    finished = RunDirectory(run).read_record().get("finished") or {}
-    metrics = finished.get("metrics", {})
-    precision = finished.get("precision") or next(reversed(run_precisions(run)), None)
+    metrics = (RunDirectory(run).read_record().get("finished") or {}).get("metrics", {})
+    precision = tested_precision(run)
     overrides, hydra = run / ".hydra" / "overrides.yaml", run / ".hydra" / "hydra.yaml"
     command = ""
     if overrides.is_file():

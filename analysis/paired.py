@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from analysis.run_data import load_datamodule, recorded_best_checkpoints, saved_run_config
-from analysis.runs import Run
+from analysis.run_data import load_datamodule, recorded_best_checkpoints, run_directory, saved_run_config
+from analysis.runs import Run, tested_precision
 from analysis.table_specs import Comparison, Table
 from analysis.tables import matching_runs
 from lightning_modules.checkpoint_loading import load_classifier
@@ -35,7 +35,12 @@ AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": to
 
 
 def run_precision(checkpoint: Path) -> str:
-    """The ``trainer.precision`` of the run that wrote ``checkpoint`` (``32-true`` when its config is not there)."""
+    """The precision the run that wrote ``checkpoint`` was tested in (:func:`~analysis.runs.tested_precision`), else
+    its config's ``trainer.precision`` as resolved here, else ``32-true``."""
+    run = run_directory(checkpoint)
+    recorded = tested_precision(run) if run is not None else None
+    if recorded:
+        return str(recorded)
     cfg = saved_run_config(checkpoint)
     if cfg is None:
         return "32-true"

@@ -83,6 +83,14 @@ def run_precisions(run: Path) -> tuple[str, ...]:
     return _precisions(csv_folders(run), RunDirectory(run).read_record())
 
 
+def tested_precision(run: Path) -> str | None:
+    """The precision the finished run in ``run`` was tested in, as resolved where it ran: run.json's record, else its
+    last session's (its CSV log's); None when neither says. Its saved config may say ``${fast_precision:cpu}``, which
+    resolves per machine, so it is not read here."""
+    finished = RunDirectory(run).read_record().get("finished") or {}
+    return finished.get("precision") or next(reversed(run_precisions(run)), None)
+
+
 def _precisions(folders: Sequence[Path], record: dict[str, Any]) -> tuple[str, ...]:
     """The precisions a run trained in, in order, each once per change: the resolved ``trainer.precision`` the CSV
     logger saved with each session's hyper-parameters, else run.json's record of them."""

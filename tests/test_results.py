@@ -381,3 +381,20 @@ def test_runs_trained_in_different_precisions_are_listed(tmp_path: Path) -> None
     assert lines[0].endswith(": 32-true: 1 run(s); bf16-mixed: 1 run(s); bf16-mixed then 32-true: 1 run(s).")
     assert lines[1:] == [f"- {runs_dir / 'arl-1'}: bf16-mixed then 32-true"]
     assert precision_note(runs[:1]) == []  # one precision: nothing to say
+
+
+def test_claims_recompute_predictions_in_the_precision_the_run_was_tested_in(tmp_path: Path) -> None:
+    """A run's saved config may say ``${fast_precision:cpu}``, which resolves per machine: the paired claims use the
+    precision it was tested in where it ran (run.json's record, else its CSV log's), not this machine's default."""
+    from analysis.paired import run_precision
+
+    run = write_fmnist_run(tmp_path / "logs", "arl", {"name": "att56", "net": {"attention_residual": True}}, 0.95)
+    (checkpoint,) = (run / "checkpoints").glob("best-*.ckpt")
+    assert run_precision(checkpoint) == "32-true"  # nothing recorded and no precision in its config
+    hparams = run / "csv" / "version_0" / "hparams.yaml"
+    hparams.write_text(hparams.read_text() + "trainer.precision: bf16-mixed\n")
+    assert run_precision(checkpoint) == "bf16-mixed"
+    record = json.loads((run / "run.json").read_text())
+    record["finished"]["precision"] = "16-mixed"
+    (run / "run.json").write_text(json.dumps(record))
+    assert run_precision(checkpoint) == "16-mixed"
