@@ -78,9 +78,15 @@ def csv_folders(run: Path) -> list[Path]:
     return [run / "csv", *sorted(versions, key=lambda p: int(p.name.removeprefix("version_")))]
 
 
+def _csv_hparams(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """The hyper-parameters the CSV logger saved in each of ``folders`` that has them, oldest first."""
+    paths = (folder / "hparams.yaml" for folder in folders)
+    return [yaml.safe_load(path.read_text()) or {} for path in paths if path.is_file()]
+
+
 def run_precisions(run: Path) -> tuple[str, ...]:
     """The precisions the run in ``run`` trained in, in order (:func:`_precisions`)."""
-    return _precisions(csv_folders(run), RunDirectory(run).read_record())
+    return _precisions(_csv_hparams(csv_folders(run)), RunDirectory(run).read_record())
 
 
 def tested_precision(run: Path) -> str | None:
@@ -91,13 +97,10 @@ def tested_precision(run: Path) -> str | None:
     return finished.get("precision") or next(reversed(run_precisions(run)), None)
 
 
-def _precisions(folders: Sequence[Path], record: dict[str, Any]) -> tuple[str, ...]:
+def _precisions(hparams: Sequence[dict[str, Any]], record: dict[str, Any]) -> tuple[str, ...]:
     """The precisions a run trained in, in order, each once per change: the resolved ``trainer.precision`` the CSV
     logger saved with each session's hyper-parameters, else run.json's record of them."""
-    found = []
-    for hparams in (folder / "hparams.yaml" for folder in folders):
-        if hparams.is_file():
-            found.append((yaml.safe_load(hparams.read_text()) or {}).get("trainer.precision"))
+    found = [session.get("trainer.precision") for session in hparams]
     if not any(found):
         found = [entry.get("precision") for entry in record.get("precision", []) if isinstance(entry, dict)]
     precisions: list[str] = []
@@ -107,12 +110,11 @@ def _precisions(folders: Sequence[Path], record: dict[str, Any]) -> tuple[str, .
     return tuple(precisions)
 
 
-def _csv_params(folders: Sequence[Path]) -> float | None:
-    """Parameter count the CSV logger saved with the hyper-parameters (``model/params_total``)."""
+def _csv_params(hparams: Sequence[dict[str, Any]]) -> float | None:
+    """Parameter count the CSV logger saved with the hyper-parameters (``model/params_total``), the newest."""
     value = None
-    for hparams in (folder / "hparams.yaml" for folder in folders):
-        if hparams.is_file():
-            value = (yaml.safe_load(hparams.read_text()) or {}).get("model/params_total", value)
+    for session in hparams:
+        value = session.get("model/params_total", value)
     return None if value is None else float(value)
 
 
@@ -126,7 +128,8 @@ def load_run(run: Path, keys: set[str]) -> Run:
     for path in (folder / "metrics.csv" for folder in folders):
         if path.is_file():
             metrics.update(_csv_metrics(path))
-    params = _csv_params(folders)
+    hparams = _csv_hparams(folders)
+    params = _csv_params(hparams)
     wandb_run = _newest_wandb_run(run) if not values or "test/acc1" not in metrics else None
     if wandb_run is not None:
         config = wandb_run.flat_config
@@ -146,7 +149,7 @@ def load_run(run: Path, keys: set[str]) -> Run:
             metrics[f"{name}@{size}"] = metrics[name]
     record = RunDirectory(run).read_record()
     changes = tuple(c for c in record.get("config_changes", []) if isinstance(c, dict))
-    return Run(run, values, metrics, params, changes, _precisions(folders, record))
+    return Run(run, values, metrics, params, changes, _precisions(hparams, record))
 
 
 def find_run_dirs(logs: Path, task_name: str) -> tuple[Path, list[Path]]:

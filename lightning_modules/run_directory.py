@@ -198,7 +198,7 @@ class RunDirectory:
         if before != precision:
             history.append({"precision": precision, "from_step": step})
             self._write_record({**record, "precision": history})
-        return before if before not in (None, precision) else None
+        return before if before != precision else None
 
     def note_session(self, state: str, **details: Any) -> None:
         """Record how the latest training session stands: ``running`` from its start, then ``finished``,
