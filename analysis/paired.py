@@ -8,8 +8,8 @@ decide: McNemar's exact test asks whether "right only with the first" and "right
 lopsided as they would be by chance if both networks were equally accurate.
 
 Each finished run's recorded best checkpoint (the one it was tested with) predicts the test split of its own run
-config, at the precision the run was trained and tested at. Runs of the two rows are paired by seed; the
-disagreements of all pairs are pooled into one test.
+config, at the precision the run was trained and tested at (:mod:`analysis.predictions`, which keeps them in the run
+directory). Runs of the two rows are paired by seed; the disagreements of all pairs are pooled into one test.
 """
 
 from __future__ import annotations
@@ -17,54 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
-import torch
-from omegaconf import OmegaConf
-
-from analysis.run_data import load_datamodule, recorded_best_checkpoints, run_directory, saved_run_config
-from analysis.runs import Run, tested_precision
+from analysis.predictions import correct_on_test_split
+from analysis.run_data import recorded_best_checkpoints
+from analysis.runs import Run
 from analysis.table_specs import Comparison, Table
 from analysis.tables import matching_runs
-from lightning_modules.checkpoint_loading import load_classifier
-from lightning_modules.config_resolvers import register_resolvers
 
 SIGNIFICANCE = 0.05
-AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16, "16-mixed": torch.float16}
-
-
-def run_precision(checkpoint: Path) -> str:
-    """The precision the run that wrote ``checkpoint`` was tested in (:func:`~analysis.runs.tested_precision`), else
-    its config's ``trainer.precision`` as resolved here, else ``32-true``."""
-    run = run_directory(checkpoint)
-    recorded = tested_precision(run) if run is not None else None
-    if recorded:
-        return str(recorded)
-    cfg = saved_run_config(checkpoint)
-    if cfg is None:
-        return "32-true"
-    register_resolvers()
-    return str(OmegaConf.select(cfg, "trainer.precision", default="32-true"))
-
-
-@cache
-@torch.no_grad()
-def correct_on_test_split(checkpoint: Path) -> torch.Tensor:
-    """One bool per image of the test split of ``checkpoint``'s own run config: did the network classify it right?
-    Evaluated on the GPU when there is one, else the CPU, at the run's precision (autocast for the mixed ones), in
-    the test split's order; once per checkpoint and process (a row's network takes part in several claims)."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    datamodule = load_datamodule(checkpoint, None)
-    model = load_classifier(checkpoint, num_classes=datamodule.num_classes, in_chans=datamodule.in_chans)
-    model = model.eval().to(device)
-    dtype = AUTOCAST.get(run_precision(checkpoint))
-    correct = []
-    for images, labels in datamodule.test_dataloader():
-        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            logits = model(images.to(device))
-        correct.append(logits.argmax(dim=1).cpu() == labels)
-    return torch.cat(correct)
 
 
 def mcnemar_p(only_first: int, only_second: int) -> float:

@@ -9,12 +9,13 @@ can be committed (default ``results/runs/``); ``restore`` puts it back under ``l
     python -m analysis.run_archive save "logs/cluttered/multiruns/experiment:cluttered"
     python -m analysis.run_archive restore
 
-Kept per run: the saved config (``.hydra/``), the record (``run.json``), the log (``train.log``), the CSV metrics and
-the best checkpoint that the run was tested with, reduced to what evaluation reads (weights and hyper-parameters:
-about a third of the file). A run that has not finished is passed over, unless ``--with-unfinished`` keeps its
-``last.ckpt`` whole, optimiser state included, so that it resumes exactly where it stopped. W&B's offline logs stay
-behind (``wandb sync`` them from the machine that trained). Archived folder names replace the ``:`` of Hydra's job
-names by ``=`` (``:`` cannot be in a Windows path); each folder's ``archived.json`` names its place under ``logs/``.
+Kept per run: the saved config (``.hydra/``), the record (``run.json``), the log (``train.log``), the CSV metrics, the
+test predictions the analysis kept (``predictions/``, :mod:`analysis.predictions`) and the best checkpoint that the run
+was tested with, reduced to what evaluation reads (weights and hyper-parameters: about a third of the file). A run that
+has not finished is passed over, unless ``--with-unfinished`` keeps its ``last.ckpt`` whole, optimiser state included,
+so that it resumes exactly where it stopped. W&B's offline logs stay behind (``wandb sync`` them from the machine that
+trained). Archived folder names replace the ``:`` of Hydra's job names by ``=`` (``:`` cannot be in a Windows path);
+each folder's ``archived.json`` names its place under ``logs/``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from analysis.predictions import FOLDER as PREDICTIONS_FOLDER
 from analysis.run_data import finished_best_checkpoint
 from lightning_modules.callbacks import LastCheckpoint
 from lightning_modules.run_directory import LOCK_FILE, RECORD_FILE
@@ -36,7 +38,7 @@ from resattn.checkpoints import read_checkpoint
 
 PLACE_FILE = "archived.json"
 KEPT_FILES = (RECORD_FILE, "train.log")
-KEPT_FOLDERS = (".hydra", "csv")
+KEPT_FOLDERS = (".hydra", "csv", PREDICTIONS_FOLDER)
 EVALUATION_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step", "pytorch-lightning_version")
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from analysis.paired import PairedResult, correct_on_test_split, mcnemar_p
+from analysis.paired import PairedResult, mcnemar_p
+from analysis.predictions import correct_on_test_split
 from analysis.results import main
 from analysis.table_specs import load_tables
 from analysis.tables import results_markdown
@@ -313,6 +314,46 @@ def test_predictions_are_the_networks_own_on_the_runs_test_split(tmp_path: Path)
     assert correct.dtype == torch.bool and torch.equal(correct, expected)
 
 
+def test_predictions_are_kept_in_the_run_and_read_back_for_the_same_weights_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claims' predictions are kept in ``<run>/predictions/``: a later analysis reads them instead of evaluating
+    again, other weights are evaluated afresh, and a damaged file is a warning and an evaluation, not an error."""
+    import torch
+
+    from analysis.run_data import finished_best_checkpoint
+
+    run = write_fmnist_run(tmp_path / "logs", "arl", {"name": "att56", "net": {"attention_residual": True}}, 0.95)
+    checkpoint = finished_best_checkpoint(run)
+    correct_on_test_split.cache_clear()
+    evaluated = correct_on_test_split(checkpoint)
+    (kept,) = (run / "predictions").iterdir()
+    assert kept.name.startswith("test-32-true-") and kept.suffix == ".pt"
+    content = torch.load(kept, weights_only=True)
+    assert content["checkpoint"] == checkpoint.name and torch.equal(content["correct"], evaluated)
+
+    torch.save({**content, "correct": ~evaluated}, kept)  # what a later analysis reads is the kept file
+    correct_on_test_split.cache_clear()
+    assert torch.equal(correct_on_test_split(checkpoint), ~evaluated)
+
+    trained = checkpoint.read_bytes()
+    state = torch.load(checkpoint, weights_only=True)
+    first = next(iter(state["state_dict"]))
+    state["state_dict"][first] = state["state_dict"][first] + 1
+    torch.save(state, checkpoint)
+    correct_on_test_split.cache_clear()
+    correct_on_test_split(checkpoint)
+    assert len(list((run / "predictions").iterdir())) == 2  # other weights: evaluated and kept beside
+
+    kept.write_bytes(b"damaged")
+    checkpoint.write_bytes(trained)
+    correct_on_test_split.cache_clear()
+    with caplog.at_level("WARNING", logger="analysis.predictions"):
+        assert torch.equal(correct_on_test_split(checkpoint), evaluated)
+    assert f"ignoring the unreadable kept predictions {kept}" in caplog.text
+    assert torch.equal(torch.load(kept, weights_only=True)["correct"], evaluated)  # written anew
+
+
 def test_a_comparison_must_name_rows_of_its_table() -> None:
     from analysis.table_specs import _table
 
@@ -386,7 +427,7 @@ def test_runs_trained_in_different_precisions_are_listed(tmp_path: Path) -> None
 def test_claims_recompute_predictions_in_the_precision_the_run_was_tested_in(tmp_path: Path) -> None:
     """A run's saved config may say ``${fast_precision:cpu}``, which resolves per machine: the paired claims use the
     precision it was tested in where it ran (run.json's record, else its CSV log's), not this machine's default."""
-    from analysis.paired import run_precision
+    from analysis.predictions import run_precision
 
     run = write_fmnist_run(tmp_path / "logs", "arl", {"name": "att56", "net": {"attention_residual": True}}, 0.95)
     (checkpoint,) = (run / "checkpoints").glob("best-*.ckpt")

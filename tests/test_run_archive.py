@@ -11,6 +11,8 @@ import torch
 from helpers import SMOKE, compose_config
 from omegaconf import open_dict
 
+from analysis.predictions import FOLDER as PREDICTIONS_FOLDER
+from analysis.predictions import correct_on_test_split
 from analysis.run_archive import EVALUATION_KEYS, PLACE_FILE, main
 from analysis.run_data import finished_best_checkpoint
 from analysis.runs import load_run
@@ -45,6 +47,8 @@ def test_saved_runs_restore_elsewhere_as_finished_runs(
 ) -> None:
     archive = tmp_path / "archive"
     sweep = logs / "smoke" / "multiruns" / "sweep"
+    predictions = correct_on_test_split(finished_best_checkpoint(sweep / JOBS["finished"]))
+    (kept_predictions,) = (sweep / JOBS["finished"] / PREDICTIONS_FOLDER).iterdir()
     assert main(["--logs", str(logs), "--archive", str(archive), "save", str(sweep)]) == 0
     printed = capsys.readouterr().out
     assert f"saved: {sweep / JOBS['finished']}" in printed
@@ -72,6 +76,8 @@ def test_saved_runs_restore_elsewhere_as_finished_runs(
     assert (
         load_run(restored, set()).metrics["test/acc1"] == load_run(sweep / JOBS["finished"], set()).metrics["test/acc1"]
     )
+    restored_predictions = restored / PREDICTIONS_FOLDER / kept_predictions.name  # the claims read them, not evaluate
+    assert torch.equal(torch.load(restored_predictions, weights_only=True)["correct"], predictions)
 
     cfg = job_config(elsewhere, JOBS["finished"], tmp_path)  # the same command on the other machine
     versions = sorted(p.name for p in (restored / "csv").iterdir())
