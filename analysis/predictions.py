@@ -23,7 +23,6 @@ from torch.utils.data import Dataset
 
 from analysis.run_data import load_datamodule, run_directory, saved_run_config
 from analysis.runs import tested_precision
-from datamodules.datasets import TransformedSubset
 from datamodules.label_noise import dataset_labels
 from lightning_modules.checkpoint_loading import load_classifier
 from lightning_modules.config_resolvers import register_resolvers
@@ -63,8 +62,6 @@ def _digest(state: dict[str, torch.Tensor], labels: torch.Tensor) -> str:
 def _test_labels(test_set: Dataset) -> torch.Tensor:
     """The test split's labels in order, read without decoding images where the dataset exposes them."""
     try:
-        if isinstance(test_set, TransformedSubset):
-            return dataset_labels(test_set.dataset)[torch.as_tensor(test_set.indices, dtype=torch.long)]
         return dataset_labels(test_set)
     except TypeError:
         return torch.as_tensor([int(test_set[index][1]) for index in range(len(test_set))])

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset, Subset
 
+from datamodules.datasets import TransformedSubset
+
 
 def transition_matrix(num_classes: int, noise: float) -> torch.Tensor:
     """``Q`` (float64, K x K): ``1 - noise`` on the diagonal, ``noise / (K - 1)`` elsewhere (docs/paper.md §5.2)."""
@@ -62,9 +64,10 @@ def flip_fraction(clean: torch.Tensor, noisy: torch.Tensor, indices: Sequence[in
 def dataset_labels(dataset: Dataset) -> torch.Tensor:
     """The integer labels of every item of ``dataset``, read without decoding images.
 
-    Supports in-memory datasets (``labels``), torchvision datasets (``targets``) and ``Subset`` of those.
+    Supports in-memory datasets (``labels``), torchvision datasets (``targets``), and a ``Subset`` or a split
+    (:class:`~datamodules.datasets.TransformedSubset`) of those.
     """
-    if isinstance(dataset, Subset):
+    if isinstance(dataset, (Subset, TransformedSubset)):
         return dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
     for attribute in ("labels", "targets"):
         if hasattr(dataset, attribute):

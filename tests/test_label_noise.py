@@ -112,5 +112,6 @@ def test_folder_data_with_label_noise(tmp_path: Path) -> None:
 def test_dataset_labels_reads_subsets_without_decoding() -> None:
     data = TensorImageDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([3, 1, 2, 0]))
     assert dataset_labels(Subset(data, [2, 0])).tolist() == [2, 3]
+    assert dataset_labels(TransformedSubset(data, [1, 3], transform=lambda image: image)).tolist() == [1, 0]
     relabeled = RelabeledDataset(data, torch.tensor([0, 0, 0, 0]))
     assert relabeled[0][1] == 0 and torch.equal(relabeled[0][0], data[0][0])
